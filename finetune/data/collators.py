@@ -1,0 +1,47 @@
+"""Batch builders: waveforms in, model inputs out.
+
+Features are computed per batch from the cached waveforms (see :mod:`finetune.data.speech`), which
+keeps the cache model-independent and lets dataloader workers overlap feature work with training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class SpeechSeq2SeqCollator:
+    """Log-mel features + labels for encoder-decoder ASR (Whisper).
+
+    Labels are padded with -100 so the loss ignores padding. The tokenizer writes the decoder start
+    token at the front of every label sequence; the model's shift-right adds it back, so it is
+    dropped here, once, rather than trained on twice.
+    """
+
+    processor: Any
+    decoder_start_token_id: int
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        audio = [np.asarray(row["audio"], dtype=np.float32) for row in rows]
+        extractor = self.processor.feature_extractor
+        batch = extractor(audio, sampling_rate=extractor.sampling_rate, return_tensors="pt")
+        if "labels" in rows[0]:
+            batch["labels"] = pad_labels([row["labels"] for row in rows], self.decoder_start_token_id)
+        return batch
+
+
+def pad_labels(sequences: list[list[int]], decoder_start_token_id: int | None = None) -> torch.Tensor:
+    """Right-pad with -100; drop a leading decoder start token shared by every row."""
+    if decoder_start_token_id is not None and all(len(s) and s[0] == decoder_start_token_id for s in sequences):
+        sequences = [s[1:] for s in sequences]
+    longest = max(len(s) for s in sequences)
+    labels = torch.full((len(sequences), longest), IGNORE_INDEX, dtype=torch.long)
+    for i, sequence in enumerate(sequences):
+        labels[i, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
+    return labels

@@ -1,0 +1,98 @@
+"""The validation report: which rows were bad and why, so nothing is dropped silently."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+class BadDataError(ValueError):
+    """Raised under ``on_bad_rows: fail``; the message lists the first bad rows by file and reason."""
+
+
+@dataclass
+class BadRow:
+    row: int
+    source: str
+    reason: str
+
+
+@dataclass
+class DataReport:
+    """Outcome of the validation pass over one split."""
+
+    dataset: str
+    split: str
+    total: int
+    bad: list[BadRow] = field(default_factory=list)
+
+    @property
+    def kept(self) -> int:
+        return self.total - len(self.bad)
+
+    def reasons(self) -> dict[str, int]:
+        """Bad rows counted by the first words of their reason ('too long', 'file not found', ...)."""
+        return dict(Counter(_reason_kind(b.reason) for b in self.bad))
+
+    def summary(self) -> str:
+        head = f"{self.dataset} [{self.split}]: {self.total} rows, {self.kept} usable, {len(self.bad)} bad"
+        if not self.bad:
+            return head
+        kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(self.reasons().items()))
+        return f"{head} ({kinds})"
+
+    def describe_bad_rows(self, limit: int = 20) -> str:
+        lines = [f"  row {b.row}: {b.source}: {b.reason}" for b in self.bad[:limit]]
+        if len(self.bad) > limit:
+            lines.append(f"  ... and {len(self.bad) - limit} more")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "total": self.total,
+            "kept": self.kept,
+            "bad_count": len(self.bad),
+            "reasons": self.reasons(),
+            "bad_rows": [asdict(b) for b in self.bad],
+        }
+
+    def enforce(self, policy: str) -> None:
+        """Stop under ``fail`` when anything is bad; under ``skip`` bad rows were already dropped."""
+        if self.bad and policy == "fail":
+            raise BadDataError(
+                f"{self.summary()}\n{self.describe_bad_rows()}\n"
+                "Fix these rows, or set on_bad_rows=skip to drop them (they are counted and written to "
+                "data_report.json)."
+            )
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(":")[0].split("(")[0].strip()
+
+
+def write_reports(reports: list[DataReport], output_dir: str | os.PathLike) -> Path:
+    """Write ``data_report.json`` atomically beside the run's outputs."""
+    target = Path(output_dir) / "data_report.json"
+    write_json_atomic(target, {"splits": [r.to_dict() for r in reports]})
+    return target
+
+
+def write_json_atomic(path: str | os.PathLike, payload: object) -> None:
+    """Write JSON through a temp file + rename so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

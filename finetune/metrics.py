@@ -1,0 +1,55 @@
+"""Scores for every task: WER/CER (raw and normalized) for ASR; accuracy and macro-F1 for classes.
+
+WER is computed with jiwer, the library behind ``evaluate.load("wer")``, called directly so that
+scoring works offline (``evaluate.load`` fetches its metric scripts from the Hub).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jiwer
+
+from finetune.data.text import Normalizer, scoring_normalizer
+
+
+def error_rates(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Corpus WER and CER over the pairs (errors summed over all words / characters, not averaged)."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if not references:
+        raise ValueError("no utterances to score")
+    refs = [r if r.strip() else "" for r in references]
+    hyps = [h if h.strip() else "" for h in predictions]
+    words = jiwer.process_words(refs, hyps)
+    chars = jiwer.process_characters(refs, hyps)
+    return {"wer": _rate(words), "cer": _rate(chars)}
+
+
+def _rate(output: jiwer.WordOutput | jiwer.CharacterOutput) -> float:
+    errors = output.substitutions + output.deletions + output.insertions
+    reference_length = output.substitutions + output.deletions + output.hits
+    if reference_length == 0:
+        return 0.0 if errors == 0 else float(errors)
+    return errors / reference_length
+
+
+def asr_metrics(
+    predictions: Sequence[str], references: Sequence[str], normalizer: Normalizer | None = None
+) -> dict[str, float]:
+    """``wer``/``cer`` after normalization (the headline figures) and ``wer_raw``/``cer_raw`` as written."""
+    normalize = normalizer or scoring_normalizer("en")
+    raw = error_rates(predictions, references)
+    normalized = error_rates([normalize(p) for p in predictions], [normalize(r) for r in references])
+    return {
+        "wer": normalized["wer"],
+        "cer": normalized["cer"],
+        "wer_raw": raw["wer"],
+        "cer_raw": raw["cer"],
+    }
+
+
+def utterance_wer(prediction: str, reference: str, normalizer: Normalizer | None = None) -> float:
+    """WER of one utterance after normalization, for the per-utterance predictions file."""
+    normalize = normalizer or scoring_normalizer("en")
+    return error_rates([normalize(prediction)], [normalize(reference)])["wer"]

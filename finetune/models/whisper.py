@@ -1,0 +1,125 @@
+"""Whisper builders: load, shorten the encoder context, and set language/task in one place.
+
+Language and task live only in the generation config (and the tokenizer's prefix tokens, which
+must agree for the labels), never in ``forced_decoder_ids``: two places that can disagree is how
+Trainer evaluation and ``pipeline()`` inference drift apart.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
+
+from finetune.config import ModelArguments
+from finetune.models.registry import resolve_model_path
+
+logger = logging.getLogger(__name__)
+
+FRAMES_PER_SECOND = 100  # 16 kHz audio, hop 160
+ENCODER_DOWNSAMPLING = 2  # conv2 has stride 2
+
+
+@dataclass
+class WhisperArguments:
+    """Whisper-only switches."""
+
+    language: str | None = field(
+        default=None, metadata={"help": "Spoken language for multilingual checkpoints (e.g. 'english', 'fr')."}
+    )
+    whisper_task: str = field(default="transcribe", metadata={"help": "transcribe or translate."})
+    encoder_context_seconds: int = field(
+        default=30,
+        metadata={
+            "help": "Seconds of audio the encoder sees (1-30). Short clips train ~10x faster with a short "
+            "context; it is learnt by fine-tuning and saved with the model."
+        },
+    )
+    freeze_encoder: bool = field(default=False, metadata={"help": "Train only the decoder."})
+    max_label_length: int | None = field(
+        default=None, metadata={"help": "Longest transcript in tokens (default: the decoder's positions, 448)."}
+    )
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.encoder_context_seconds <= 30:
+            raise ValueError(f"encoder_context_seconds must be 1..30, got {self.encoder_context_seconds}")
+        if self.whisper_task not in ("transcribe", "translate"):
+            raise ValueError(f"whisper_task must be transcribe or translate, got {self.whisper_task!r}")
+
+
+def load_whisper(model_args: ModelArguments) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
+    """Load model + processor from a local dir, a Hub id or an ``offline:`` alias (safetensors only)."""
+    path = resolve_model_path(model_args.model_name_or_path)
+    common = {
+        "revision": model_args.revision,
+        "cache_dir": model_args.cache_dir,
+        "trust_remote_code": model_args.trust_remote_code,
+    }
+    model = WhisperForConditionalGeneration.from_pretrained(path, use_safetensors=True, **common)
+    processor = WhisperProcessor.from_pretrained(path, **common)
+    return model, processor
+
+
+def context_seconds(processor: WhisperProcessor) -> int:
+    return int(processor.feature_extractor.chunk_length)
+
+
+def set_encoder_context(model: WhisperForConditionalGeneration, processor: WhisperProcessor, seconds: int) -> None:
+    """Keep the first ``seconds`` of the encoder's positions and make the feature extractor match.
+
+    The result stays a consistent transformers model: ``max_source_positions`` and the feature
+    extractor's ``chunk_length`` are saved with it, so ``pipeline()`` pads inputs to the new length.
+    """
+    current = context_seconds(processor)
+    if seconds == current:
+        return
+    positions = seconds * FRAMES_PER_SECOND // ENCODER_DOWNSAMPLING
+    encoder = model.model.encoder
+    if positions > encoder.embed_positions.num_embeddings:
+        raise ValueError(f"cannot lengthen the encoder context from {current} s to {seconds} s")
+    old = encoder.embed_positions
+    new = torch.nn.Embedding(positions, old.embedding_dim, dtype=old.weight.dtype, device=old.weight.device)
+    new.weight.data.copy_(old.weight.data[:positions])
+    encoder.embed_positions = new
+    encoder.max_source_positions = positions
+    model.config.max_source_positions = positions
+    extractor = processor.feature_extractor
+    processor.feature_extractor = WhisperFeatureExtractor(
+        feature_size=extractor.feature_size,
+        sampling_rate=extractor.sampling_rate,
+        hop_length=extractor.hop_length,
+        chunk_length=seconds,
+        n_fft=extractor.n_fft,
+        padding_value=extractor.padding_value,
+    )
+    logger.info("encoder context set to %d s (%d positions)", seconds, positions)
+
+
+def freeze_for_finetuning(model: WhisperForConditionalGeneration, *, freeze_encoder: bool) -> None:
+    """Freeze the sinusoidal encoder positions (fixed in Whisper; ``from_pretrained`` leaves them
+    trainable in transformers 5) and, on request, the whole encoder."""
+    model.model.encoder.embed_positions.weight.requires_grad_(False)
+    if freeze_encoder:
+        model.model.encoder.requires_grad_(False)
+
+
+def configure_generation(
+    model: WhisperForConditionalGeneration, processor: WhisperProcessor, *, language: str | None, task: str
+) -> None:
+    """Set language/task once, in the generation config, and the same prefix on the tokenizer."""
+    generation = model.generation_config
+    multilingual = bool(getattr(generation, "is_multilingual", False))
+    if not multilingual:
+        if language not in (None, "en", "english") or task != "transcribe":
+            raise ValueError("this Whisper checkpoint is English-only: leave language unset and whisper_task=transcribe")
+        language = None
+    generation.forced_decoder_ids = None
+    model.config.forced_decoder_ids = None
+    if multilingual:
+        generation.language = language
+        generation.task = task
+        processor.tokenizer.set_prefix_tokens(language=language, task=task, predict_timestamps=False)
+    else:
+        processor.tokenizer.set_prefix_tokens(predict_timestamps=False)

@@ -1,0 +1,64 @@
+"""Builders of tiny random models for tests: real tokenizers and processors, random small weights."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+
+def build_tiny_whisper(target: Path, *, context_seconds: int = 30) -> Path:
+    """A 1+1-layer, 32-wide Whisper with tiny.en's tokenizer, processor and generation config."""
+    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
+
+    from finetune.models.registry import resolve_model_path
+
+    real = resolve_model_path("offline:whisper-tiny.en")
+    real_config = WhisperConfig.from_pretrained(real)
+    config = WhisperConfig(
+        vocab_size=real_config.vocab_size,
+        num_mel_bins=real_config.num_mel_bins,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_source_positions=context_seconds * 50,
+        max_target_positions=real_config.max_target_positions,
+        decoder_start_token_id=real_config.decoder_start_token_id,
+        pad_token_id=real_config.pad_token_id,
+        bos_token_id=real_config.bos_token_id,
+        eos_token_id=real_config.eos_token_id,
+    )
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config = GenerationConfig.from_pretrained(real)
+    model.generation_config.alignment_heads = [[0, 0]]
+    processor = WhisperProcessor.from_pretrained(real)
+    model.save_pretrained(target)
+    processor.save_pretrained(target)
+    return target
+
+
+def write_audiofolder(root: Path, split: str, rows: list[tuple[str, np.ndarray | None, str]], rate: int = 16000) -> Path:
+    """Write ``<root>/<split>/metadata.csv`` and wav files; ``None`` audio writes no file (a missing file)."""
+    folder = root / split
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "metadata.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name", "transcript"])
+        for name, samples, text in rows:
+            if samples is not None:
+                sf.write(folder / name, samples, rate)
+            writer.writerow([name, text])
+    return root
+
+
+def tone(seconds: float, rate: int = 16000, freq: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
