@@ -45,3 +45,48 @@ def pad_labels(sequences: list[list[int]], decoder_start_token_id: int | None = 
     for i, sequence in enumerate(sequences):
         labels[i, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
     return labels
+
+
+@dataclass
+class CTCCollator:
+    """Raw waveforms (``input_values``, normalised and padded by the feature extractor) + CTC labels.
+
+    Labels are padded with -100: CTC loss reads only the real characters of each row.
+    ``attention_mask`` is returned when the feature extractor is set to (models with layer-norm
+    feature encoders); group-norm models (wav2vec2-base) expect zero-padded audio without it.
+    Rows that carry ``frames_column`` (each clip's number of encoder frames) pass it on, so that
+    evaluation can tell a clip's frames from the batch padding's; it is not a model input.
+    """
+
+    processor: Any
+    frames_column: str = "ctc_frames"
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        audio = [np.asarray(row["audio"], dtype=np.float32) for row in rows]
+        extractor = self.processor.feature_extractor
+        batch = extractor(audio, sampling_rate=extractor.sampling_rate, padding=True, return_tensors="pt")
+        if "labels" in rows[0]:
+            batch["labels"] = pad_labels([row["labels"] for row in rows])
+        if self.frames_column in rows[0]:
+            batch[self.frames_column] = torch.as_tensor([int(row[self.frames_column]) for row in rows])
+        return batch
+
+
+@dataclass
+class AudioClassificationCollator:
+    """Waveforms -> features of any audio encoder, plus one class id a row.
+
+    ``padding`` is what the encoder needs: ``True`` (to the longest clip) for Wav2Vec2-family
+    models, ``"max_length"`` for Whisper, whose encoder only accepts its full context.
+    """
+
+    feature_extractor: Any
+    padding: bool | str = True
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        audio = [np.asarray(row["audio"], dtype=np.float32) for row in rows]
+        extractor = self.feature_extractor
+        batch = extractor(audio, sampling_rate=extractor.sampling_rate, padding=self.padding, return_tensors="pt")
+        if "labels" in rows[0]:
+            batch["labels"] = torch.as_tensor([int(row["labels"]) for row in rows], dtype=torch.long)
+        return batch

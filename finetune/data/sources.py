@@ -101,17 +101,13 @@ def _load_manifest(
         )
     except Exception as error:  # datasets wraps parser errors in several types
         raise DataSourceError(f"{manifest}: cannot be read as {builder}: {_root_cause(error)}") from None
-    column = audio_column or find_column(dataset.column_names or [], AUDIO_COLUMN_CANDIDATES, required=False)
-    if column is None or column not in (dataset.column_names or []):
+    columns = column_names(dataset)
+    column = audio_column or find_column(columns, AUDIO_COLUMN_CANDIDATES, required=False)
+    if column is None or column not in columns:
         return dataset  # a text-only manifest (e.g. intents)
     base = str(manifest.parent.resolve())
-    return dataset.map(
-        _absolute_paths,
-        batched=True,
-        fn_kwargs={"column": column, "base": base},
-        desc="resolving audio paths" if not streaming else None,
-        **({} if streaming else {"load_from_cache_file": True}),
-    )
+    options = {} if streaming else {"desc": "resolving audio paths"}
+    return dataset.map(_absolute_paths, batched=True, fn_kwargs={"column": column, "base": base}, **options)
 
 
 def _csv_header(manifest: Path, options: dict) -> list[str]:
@@ -153,6 +149,14 @@ def _load_hub(
     return dataset
 
 
+def column_names(dataset: datasets.Dataset | datasets.IterableDataset) -> list[str]:
+    """Column names, peeking at the first row of a stream whose features are not known up front."""
+    if dataset.column_names is not None:
+        return list(dataset.column_names)
+    first = next(iter(dataset), None)
+    return list(first) if first else []
+
+
 def find_column(columns: list[str], candidates: tuple[str, ...], *, required: bool = True, what: str = "") -> str | None:
     """Pick the first candidate present in ``columns`` (case-sensitive), or fail listing them."""
     for candidate in candidates:
@@ -167,7 +171,7 @@ def find_column(columns: list[str], candidates: tuple[str, ...], *, required: bo
 
 def require_columns(dataset: datasets.Dataset | datasets.IterableDataset, columns: list[str], source: str) -> None:
     """Fail early, naming the source, when a configured column is absent."""
-    present = dataset.column_names or []
+    present = column_names(dataset)
     missing = [c for c in columns if c not in present]
     if missing:
         raise DataSourceError(f"{source}: missing column(s) {', '.join(missing)}; columns are: {', '.join(present)}")

@@ -22,6 +22,7 @@ from finetune.data.report import BadRow, DataReport
 from finetune.data.sources import (
     AUDIO_COLUMN_CANDIDATES,
     TEXT_COLUMN_CANDIDATES,
+    column_names,
     find_column,
     load_source,
     require_columns,
@@ -54,7 +55,7 @@ class SpeechColumns:
 def resolve_columns(
     dataset: datasets.Dataset | datasets.IterableDataset, args: DataArguments, *, needs_text: bool, needs_label: bool
 ) -> SpeechColumns:
-    columns = dataset.column_names or []
+    columns = column_names(dataset)
     audio = args.audio_column_name or find_column(columns, AUDIO_COLUMN_CANDIDATES, what="audio")
     text = None
     if needs_text:
@@ -75,12 +76,14 @@ def load_speech_split(
     needs_label: bool = False,
     source: str | None = None,
     max_samples: int | None = None,
+    materialize: bool = False,
 ) -> tuple[datasets.Dataset | datasets.IterableDataset, DataReport | None]:
     """Load, decode and validate ``split``; drop bad rows and return them in a report.
 
     Under ``on_bad_rows: fail`` any bad row raises :class:`~finetune.data.report.BadDataError`
     (after the whole split was checked, so the error lists all of them).
-    Streaming sources are decoded lazily: bad rows are skipped and logged as they are met.
+    Streaming sources are decoded lazily (bad rows are skipped and logged as they are met), unless
+    ``materialize`` is set: evaluation needs a sized split, so its rows are read from the stream first.
     """
     name = source or args.dataset_name
     raw = load_source(
@@ -93,6 +96,8 @@ def load_speech_split(
     )
     if max_samples is not None:
         raw = raw.take(max_samples) if args.streaming else raw.select(range(min(max_samples, len(raw))))
+    if args.streaming and materialize:
+        raw = datasets.Dataset.from_list(list(raw))
     columns = resolve_columns(raw, args, needs_text=needs_text, needs_label=needs_label)
     kwargs = {
         "columns": columns,
@@ -101,8 +106,8 @@ def load_speech_split(
         "max_seconds": args.max_duration_in_seconds,
         "normalization": args.text_normalization,
     }
-    if args.streaming:
-        decoded = raw.map(decode_batch, batched=True, fn_kwargs=kwargs, remove_columns=raw.column_names)
+    if isinstance(raw, datasets.IterableDataset):
+        decoded = raw.map(decode_batch, batched=True, fn_kwargs=kwargs, remove_columns=column_names(raw))
         return decoded.filter(_keep_and_log, input_columns=["error", "source_file"]), None
     decoded = raw.map(
         decode_batch,

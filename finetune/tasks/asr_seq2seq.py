@@ -70,7 +70,7 @@ def train(
     max_label_length = whisper_args.max_label_length or model.config.max_target_positions
     with training_args.main_process_first(desc="preparing data"):
         train_set, train_report = _prepare(data_args, processor, data_args.train_split_name, max_label_length,
-                                           data_args.dataset_name, data_args.max_train_samples)
+                                           data_args.dataset_name, data_args.max_train_samples, for_training=True)
         eval_set, eval_report = None, None
         if data_args.eval_split_name:
             eval_set, eval_report = _prepare(data_args, processor, data_args.eval_split_name, max_label_length,
@@ -127,11 +127,11 @@ def evaluate(model_dir: str, data_args: DataArguments, output_dir: str, batch_si
 
 
 def _prepare(data_args: DataArguments, processor, split: str, max_label_length: int, source: str,
-             max_samples: int | None):
+             max_samples: int | None, for_training: bool = False):
     """Decode + validate a split, then tokenize transcripts and reject those the decoder cannot hold."""
     dataset, report = load_speech_split(
         data_args, split, sampling_rate=processor.feature_extractor.sampling_rate, source=source,
-        max_samples=max_samples,
+        max_samples=max_samples, materialize=not for_training,
     )
     tokenizer = processor.tokenizer
 
@@ -139,9 +139,10 @@ def _prepare(data_args: DataArguments, processor, split: str, max_label_length: 
         # Whisper was pretrained on text that starts with a space after the prefix tokens
         return {"labels": tokenizer([" " + t.lstrip() for t in texts]).input_ids}
 
-    dataset = dataset.map(tokenize, batched=True, input_columns=["text"], desc="tokenizing transcripts")
-    if report is None:  # streaming: drop over-long labels lazily
+    if report is None:  # streaming: tokenize and drop over-long labels lazily
+        dataset = dataset.map(tokenize, batched=True, input_columns=["text"])
         return dataset.filter(lambda labels: len(labels) <= max_label_length, input_columns=["labels"]), None
+    dataset = dataset.map(tokenize, batched=True, input_columns=["text"], desc="tokenizing transcripts")
     lengths = [len(labels) for labels in dataset["labels"]]
     too_long = [i for i, n in enumerate(lengths) if n > max_label_length]
     if too_long:

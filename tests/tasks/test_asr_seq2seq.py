@@ -118,3 +118,18 @@ def test_two_process_ddp_through_accelerate(tmp_path: Path, tiny_whisper_dir: Pa
     assert state["train_batch_size"] == 4
     assert "world size 2" in done.stderr
     assert json.loads((tmp_path / "run" / "eval_results.json").read_text())["num_samples"] == 4
+
+
+@pytest.mark.slow
+def test_streaming_source_trains_with_max_steps(tmp_path: Path, tiny_whisper_dir: Path) -> None:
+    """A streamed manifest trains lazily; its eval split is read from the stream and scored as usual."""
+    sample = REPO / "finetune" / "samples" / "fsdd" / "train"
+    manifest = tmp_path / "stream.jsonl"
+    lines = [json.dumps({"audio": str(sample / name), "text": word})
+             for name, word in (("0_george_5.flac", "zero"), ("1_george_5.flac", "one"), ("2_george_5.flac", "two"))]
+    manifest.write_text("\n".join(lines + [json.dumps({"audio": str(tmp_path / "missing.wav"), "text": "x"})]) + "\n")
+    config = _config(tmp_path, tiny_whisper_dir, dataset_name=str(manifest), streaming=True, max_steps=2,
+                     save_strategy="no", eval_split_name="test", max_eval_samples=3, gradient_checkpointing=True)
+    assert main(["train", str(config)]) == 0
+    results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert results["num_samples"] == 3
