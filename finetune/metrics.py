@@ -53,3 +53,25 @@ def utterance_wer(prediction: str, reference: str, normalizer: Normalizer | None
     """WER of one utterance after normalization, for the per-utterance predictions file."""
     normalize = normalizer or scoring_normalizer("en")
     return error_rates([normalize(prediction)], [normalize(reference)])["wer"]
+
+
+def classification_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict:
+    """Accuracy, macro-F1 and per-class precision/recall/F1/support over the classes seen in either."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if not references:
+        raise ValueError("no examples to score")
+    labels = sorted(set(references) | set(predictions))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        references, predictions, labels=labels, zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(references, predictions)),
+        "f1_macro": float(f1_score(references, predictions, labels=labels, average="macro", zero_division=0)),
+        "per_class": {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+        },
+    }
