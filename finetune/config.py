@@ -69,6 +69,13 @@ class DataArguments:
         default="fail",
         metadata={"help": "fail: stop and list the bad rows; skip: drop them, count them, write a report."},
     )
+    max_batch_seconds: float | None = field(
+        default=None,
+        metadata={
+            "help": "Bound each training batch by padded audio seconds (count x longest clip) to cap memory; "
+            "per_device_train_batch_size stays the most clips a batch may hold."
+        },
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N eval rows."})
     streaming: bool = field(default=False, metadata={"help": "Stream a Hub dataset instead of downloading it."})

@@ -113,13 +113,17 @@ def _load_manifest(
 def _csv_header(manifest: Path, options: dict) -> list[str]:
     try:
         with manifest.open(encoding="utf-8", newline="") as handle:
-            header = next(csv.reader(handle, delimiter=options.get("delimiter", ",")), [])
+            reader = csv.reader(handle, delimiter=options.get("delimiter", ","))
+            header = next(reader, [])
+            has_rows = any(any(cell.strip() for cell in row) for row in reader)
     except UnicodeDecodeError as error:
         raise DataSourceError(f"{manifest}: not UTF-8 text ({error})") from None
     if not header or any(not name.strip() for name in header):
         raise DataSourceError(f"{manifest}: the first line must name every column, got {header}")
     if len(set(header)) != len(header):
         raise DataSourceError(f"{manifest}: duplicate column names in header {header}")
+    if not has_rows:
+        raise DataSourceError(f"{manifest}: the dataset is empty (a header and no rows)")
     return header
 
 

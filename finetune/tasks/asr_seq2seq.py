@@ -6,7 +6,6 @@ setup (model, processor, data) -> optional zero-shot evaluation -> train -> save
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,15 @@ from finetune.models.whisper import (
     load_whisper,
     set_encoder_context,
 )
-from finetune.recipe import checkpoint_to_resume, replace_pickled_training_args, strip_prefix, write_eval_outputs
+from finetune.recipe import (
+    checkpoint_to_resume,
+    predict_in_order,
+    save_trained,
+    strip_prefix,
+    trainer_callbacks,
+    write_eval_outputs,
+)
+from finetune.trainers import finetune_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +94,9 @@ def train(
 
     set_encoder_context(model, processor, whisper_args.encoder_context_seconds)
     freeze_for_finetuning(model, freeze_encoder=whisper_args.freeze_encoder)
-    trainer = _trainer(model, processor, training_args, train_set, eval_set)
+    trainer = _trainer(model, processor, training_args, train_set, eval_set, data_args.max_batch_seconds)
     train_output = trainer.train(resume_from_checkpoint=resume_from)
-    trainer.save_model(training_args.output_dir)
-    trainer.save_state()
-    if trainer.is_world_process_zero():
-        replace_pickled_training_args(training_args.output_dir, training_args)
+    save_trained(trainer, training_args, metric="wer")
     results["train"] = train_output.metrics
 
     if eval_set is not None:
@@ -159,7 +163,8 @@ def _prepare(data_args: DataArguments, processor, split: str, max_label_length: 
     return dataset, report
 
 
-def _trainer(model, processor, args: Seq2SeqTrainingArguments, train_set, eval_set) -> Seq2SeqTrainer:
+def _trainer(model, processor, args: Seq2SeqTrainingArguments, train_set, eval_set,
+             max_batch_seconds: float | None = None) -> Seq2SeqTrainer:
     tokenizer = processor.tokenizer
     normalizer = scoring_normalizer("en")
 
@@ -167,7 +172,9 @@ def _trainer(model, processor, args: Seq2SeqTrainingArguments, train_set, eval_s
         predictions, references = _decode(prediction.predictions, prediction.label_ids, tokenizer)
         return asr_metrics(predictions, references, normalizer)
 
-    return Seq2SeqTrainer(
+    return finetune_trainer(
+        Seq2SeqTrainer,
+        max_batch_seconds=max_batch_seconds,
         model=model,
         args=args,
         train_dataset=train_set,
@@ -175,6 +182,7 @@ def _trainer(model, processor, args: Seq2SeqTrainingArguments, train_set, eval_s
         data_collator=SpeechSeq2SeqCollator(processor, model.config.decoder_start_token_id),
         processing_class=processor,
         compute_metrics=compute_metrics,
+        callbacks=trainer_callbacks(),
     )
 
 
@@ -189,9 +197,7 @@ def _decode(prediction_ids: np.ndarray, label_ids: np.ndarray, tokenizer) -> tup
 
 def _evaluate(trainer: Seq2SeqTrainer, dataset, processor, prefix: str) -> dict[str, Any]:
     """Generate over ``dataset`` once: corpus metrics plus one row per utterance."""
-    started = time.perf_counter()
-    output = trainer.predict(dataset, metric_key_prefix=prefix)
-    elapsed = time.perf_counter() - started
+    output, elapsed = predict_in_order(trainer, dataset, prefix)
     predictions, references = _decode(output.predictions, output.label_ids, processor.tokenizer)
     normalizer = scoring_normalizer("en")
     sources = dataset["source_file"]

@@ -1,0 +1,81 @@
+"""Crash-safe checkpoints: a checkpoint counts only once it is known to be whole.
+
+The Trainer writes a checkpoint file by file, so a kill during a save leaves a folder that looks
+like a checkpoint but is not. Right after the Trainer finishes a save, :class:`MarkCompleteCallback`
+adds ``finetune_complete.json`` (written to a temp name, flushed, then renamed), and only folders
+holding that marker are resumed from. Unmarked folders from a killed run are renamed aside, never
+deleted, so the Trainer's own checkpoint rotation cannot mistake them for real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+logger = logging.getLogger(__name__)
+
+COMPLETE_MARKER = "finetune_complete.json"
+
+
+def _step(path: Path) -> int | None:
+    prefix = f"{PREFIX_CHECKPOINT_DIR}-"
+    tail = path.name[len(prefix) :] if path.name.startswith(prefix) else ""
+    return int(tail) if tail.isdigit() else None
+
+
+def checkpoint_dirs(output_dir: str | os.PathLike) -> list[Path]:
+    """Every ``checkpoint-N`` folder, oldest step first."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and _step(p) is not None]
+    return sorted(found, key=_step)
+
+
+def is_complete(checkpoint: Path) -> bool:
+    return (checkpoint / COMPLETE_MARKER).is_file()
+
+
+def complete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Checkpoints that finished saving, oldest first."""
+    return [p for p in checkpoint_dirs(output_dir) if is_complete(p)]
+
+
+def set_aside_incomplete(output_dir: str | os.PathLike) -> list[Path]:
+    """Rename unmarked checkpoints to ``checkpoint-N.incomplete-<time>``; returns the new paths."""
+    moved = []
+    for checkpoint in checkpoint_dirs(output_dir):
+        if not is_complete(checkpoint):
+            target = checkpoint.with_name(f"{checkpoint.name}.incomplete-{int(time.time())}")
+            checkpoint.rename(target)
+            logger.warning("%s was not completely saved (the run was stopped while saving): moved to %s",
+                           checkpoint, target.name)
+            moved.append(target)
+    return moved
+
+
+def write_marker(checkpoint: Path, step: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=checkpoint, prefix=".complete.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump({"global_step": step, "saved_at": time.time()}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, checkpoint / COMPLETE_MARKER)
+
+
+class MarkCompleteCallback(TrainerCallback):
+    """Marks each checkpoint whole once the Trainer has written all of it (``on_save`` runs after)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            if checkpoint.is_dir():
+                write_marker(checkpoint, state.global_step)
+        return control
