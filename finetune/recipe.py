@@ -9,12 +9,13 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from finetune.checkpoints import MarkCompleteCallback, checkpoint_dirs, complete_checkpoints, set_aside_incomplete
 from finetune.data.report import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -22,37 +23,34 @@ logger = logging.getLogger(__name__)
 EVAL_RESULTS = "eval_results.json"
 PREDICTIONS = "predictions.jsonl"
 RUN_CONFIG = "finetune_config.yaml"
-
-
-def complete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Checkpoint folders that finished saving (their trainer_state.json is written last), oldest first."""
-    root = Path(output_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for child in root.iterdir():
-        name = child.name
-        if child.is_dir() and name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and name.split("-")[-1].isdigit():
-            if (child / "trainer_state.json").is_file():
-                found.append(child)
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+TRAINING_CURVE = "training_curve.png"
 
 
 def checkpoint_to_resume(output_dir: str | os.PathLike, resume: bool) -> str | None:
-    """The newest complete checkpoint when resuming; refuse to train over checkpoints otherwise."""
-    checkpoints = complete_checkpoints(output_dir)
+    """The newest complete checkpoint when resuming; refuse to train over checkpoints otherwise.
+
+    Checkpoints left half-written by a killed run are set aside first (see finetune.checkpoints).
+    """
     if resume:
+        set_aside_incomplete(output_dir)
+        checkpoints = complete_checkpoints(output_dir)
         if not checkpoints:
             logger.info("resume=true but %s holds no complete checkpoint: starting from the beginning", output_dir)
             return None
         logger.info("resuming from %s", checkpoints[-1])
         return str(checkpoints[-1])
-    if checkpoints:
+    existing = checkpoint_dirs(output_dir)
+    if existing:
         raise FileExistsError(
-            f"{output_dir} already holds checkpoints ({checkpoints[-1].name}); set resume=true to continue that "
+            f"{output_dir} already holds checkpoints ({existing[-1].name}); set resume=true to continue that "
             "run, or choose another output_dir (nothing was overwritten)"
         )
     return None
+
+
+def trainer_callbacks() -> list:
+    """Callbacks every recipe's Trainer gets: checkpoints are marked complete once fully written."""
+    return [MarkCompleteCallback()]
 
 
 def replace_pickled_training_args(output_dir: str | os.PathLike, training_args: Any) -> None:
@@ -63,6 +61,37 @@ def replace_pickled_training_args(output_dir: str | os.PathLike, training_args: 
     tmp = output_dir / ".training_args.json.tmp"
     tmp.write_text(training_args.to_json_string(), encoding="utf-8")
     os.replace(tmp, output_dir / "training_args.json")
+
+
+def predict_in_order(trainer: Any, dataset: Any, prefix: str) -> tuple[Any, float]:
+    """``trainer.predict`` with the rows in dataset order, and the seconds it took.
+
+    Under ``train_sampling_strategy: group_by_length`` the Trainer groups *evaluation* batches by
+    length too, which reorders the predictions; per-row output files must line up with the dataset.
+    """
+    strategy = getattr(trainer.args, "train_sampling_strategy", None)
+    if strategy == "group_by_length":
+        trainer.args.train_sampling_strategy = "random"  # evaluation then uses a sequential sampler
+    started = time.perf_counter()
+    try:
+        output = trainer.predict(dataset, metric_key_prefix=prefix)
+    finally:
+        if strategy == "group_by_length":
+            trainer.args.train_sampling_strategy = strategy
+    return output, time.perf_counter() - started
+
+
+def save_trained(trainer: Any, training_args: Any, metric: str | None = None) -> None:
+    """Model (+ processor), trainer state, the arguments as JSON, and training_curve.png (loss, and
+    ``metric`` when it was evaluated during training)."""
+    from finetune.plots import plot_training_curve
+
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        replace_pickled_training_args(training_args.output_dir, training_args)
+        output_dir = Path(training_args.output_dir)
+        plot_training_curve(output_dir / "trainer_state.json", output_dir / TRAINING_CURVE, metric=metric)
 
 
 def strip_prefix(metrics: dict[str, Any], prefix: str) -> dict[str, Any]:
