@@ -95,12 +95,23 @@ def _train(args: argparse.Namespace) -> int:
     merged = {**task.DEFAULTS, **values}
     parsed = parse_into(classes, merged, source=args.config)
     training_args = parsed[-1]
+    _keep_token_out_of_files(training_args)
     if training_args.should_save:
         save_run_config(training_args.output_dir, values)
     results = task.train(*parsed)
     if training_args.should_save:
         print(json.dumps(_printable(results), indent=2))
     return 0
+
+
+def _keep_token_out_of_files(training_args) -> None:
+    """The Trainer pickles its arguments into every checkpoint: a Hub token given in the config is
+    moved to this process's HF_TOKEN (where huggingface_hub reads it) and removed from the arguments."""
+    token = getattr(training_args, "hub_token", None)
+    if token:
+        logger.warning("hub_token in a config file is not kept in any output; prefer HF_TOKEN or `hf auth login`")
+        os.environ.setdefault("HF_TOKEN", token)
+        training_args.hub_token = None
 
 
 def _printable(results: dict) -> dict:
