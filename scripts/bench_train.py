@@ -1,0 +1,188 @@
+"""Training throughput of finetune's short-clip path against the transformers-example baseline.
+
+    python scripts/bench_train.py [--data ../shared/data/fsdd] [--steps 60] [--eval-samples 300]
+
+Both variants fine-tune Whisper tiny.en (offline weights) on the same FSDD training clips with the same
+hyperparameters (AdamW, lr, warmup, batch 8, fp32, same seed and step count), each in its own process
+so that peak memory is its own, on the same machine in one run:
+
+- baseline: what the transformers speech-recognition example does: log-mel features computed up front
+  and padded to Whisper's 30 seconds, a plain padding collator, Seq2SeqTrainer, no length grouping.
+- finetune: `finetune train` with `encoder_context_seconds: 2` (the recommended path for short clips).
+
+Each is then scored on the test split (greedy, WER after Whisper's English normalization). Prints a
+table and the throughput ratio; writes JSON to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_baseline(args: argparse.Namespace, output_dir: Path) -> dict:
+    """The example-script way: 30-second padded features precomputed, default sampler."""
+    import numpy as np
+    import torch
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, WhisperForConditionalGeneration, WhisperProcessor
+
+    from finetune.config import DataArguments
+    from finetune.data.speech import load_speech_split
+    from finetune.metrics import asr_metrics
+    from finetune.models.registry import resolve_model_path
+
+    path = resolve_model_path("offline:whisper-tiny.en")
+    model = WhisperForConditionalGeneration.from_pretrained(path)
+    processor = WhisperProcessor.from_pretrained(path)
+    data_args = DataArguments(dataset_name=args.data, text_column_name="transcript")
+    train, _ = load_speech_split(data_args, "train", sampling_rate=16000, max_samples=args.steps * args.batch_size)
+    test, _ = load_speech_split(data_args, "test", sampling_rate=16000, max_samples=args.eval_samples)
+
+    def features(batch: dict) -> dict:
+        extracted = processor.feature_extractor(list(batch["audio"]), sampling_rate=16000)
+        labels = processor.tokenizer([" " + t for t in batch["text"]]).input_ids
+        return {"input_features": extracted.input_features, "labels": labels}
+
+    keep = ["input_features", "labels", "duration", "text"]
+    train = train.map(features, batched=True, remove_columns=[c for c in train.column_names if c not in keep])
+    test = test.map(features, batched=True, remove_columns=[c for c in test.column_names if c not in keep])
+
+    def collate(rows: list[dict]) -> dict:
+        feats = torch.tensor(np.stack([r["input_features"] for r in rows]), dtype=torch.float32)
+        longest = max(len(r["labels"]) for r in rows)
+        labels = torch.full((len(rows), longest), -100, dtype=torch.long)
+        for i, r in enumerate(rows):
+            labels[i, : len(r["labels"])] = torch.tensor(r["labels"])
+        if (labels[:, 0] == model.config.decoder_start_token_id).all():
+            labels = labels[:, 1:]
+        return {"input_features": feats, "labels": labels}  # (text/duration columns are not model inputs)
+
+    training_args = Seq2SeqTrainingArguments(
+        output_dir=str(output_dir), per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=16,
+        learning_rate=args.lr, warmup_steps=10, max_steps=args.steps, weight_decay=0.01, seed=42,
+        save_strategy="no", report_to="none", logging_steps=10, predict_with_generate=True,
+        generation_max_length=args.generation_max_length, remove_unused_columns=False, use_cpu=True,
+    )
+    trainer = Seq2SeqTrainer(model=model, args=training_args, train_dataset=train, data_collator=collate)
+    started = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    output = trainer.predict(test)
+    eval_seconds = time.perf_counter() - started
+    pad = processor.tokenizer.pad_token_id
+    predictions = processor.tokenizer.batch_decode(np.where(output.predictions < 0, pad, output.predictions),
+                                                   skip_special_tokens=True)
+    metrics = asr_metrics(predictions, list(test["text"]))
+    audio_seconds = float(sum(train["duration"][: args.steps * args.batch_size]))
+    return _summary(train_seconds, eval_seconds, audio_seconds, args, metrics, len(predictions))
+
+
+def run_finetune(args: argparse.Namespace, output_dir: Path) -> dict:
+    """finetune's own recipe with the short encoder context, through its public entry point."""
+    import yaml
+
+    from finetune.cli import main
+
+    config = output_dir / "bench.yaml"
+    config.write_text(yaml.safe_dump({
+        "task": "asr_seq2seq", "model_name_or_path": "offline:whisper-tiny.en", "encoder_context_seconds": 2,
+        "dataset_name": args.data, "text_column_name": "transcript", "max_duration_in_seconds": 2,
+        "max_train_samples": args.steps * args.batch_size, "max_eval_samples": args.eval_samples,
+        "output_dir": str(output_dir / "run"), "per_device_train_batch_size": args.batch_size,
+        "per_device_eval_batch_size": 16, "learning_rate": args.lr, "warmup_steps": 10, "max_steps": args.steps,
+        "weight_decay": 0.01, "seed": 42, "save_strategy": "no", "logging_steps": 10, "use_cpu": True,
+        "generation_max_length": args.generation_max_length,
+    }))
+    assert main(["train", str(config)]) == 0
+    run = output_dir / "run"
+    state = json.loads((run / "trainer_state.json").read_text())
+    train_seconds = next(h["train_runtime"] for h in state["log_history"] if "train_runtime" in h)
+    results = json.loads((run / "eval_results.json").read_text())
+    from finetune.config import DataArguments
+    from finetune.data.speech import load_speech_split
+
+    train, _ = load_speech_split(DataArguments(dataset_name=args.data, text_column_name="transcript",
+                                               max_duration_in_seconds=2), "train", sampling_rate=16000,
+                                 max_samples=args.steps * args.batch_size)
+    audio_seconds = float(sum(train["duration"]))
+    metrics = {k: results[k] for k in ("wer", "cer", "wer_raw", "cer_raw")}
+    return _summary(train_seconds, results["runtime_s"], audio_seconds, args, metrics, results["num_samples"])
+
+
+def _summary(train_seconds: float, eval_seconds: float, audio_seconds: float, args, metrics: dict, n: int) -> dict:
+    samples = args.steps * args.batch_size
+    return {
+        "train_seconds": round(train_seconds, 2),
+        "seconds_per_step": round(train_seconds / args.steps, 3),
+        "samples_per_second": round(samples / train_seconds, 3),
+        "audio_seconds_per_second": round(audio_seconds / train_seconds, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "eval_seconds_per_clip": round(eval_seconds / max(n, 1), 4),
+        "eval_clips": n,
+        **{k: round(v, 4) for k, v in metrics.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "fsdd"))
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--eval-samples", type=int, default=300)
+    parser.add_argument("--generation-max-length", type=int, default=32)
+    parser.add_argument("--out", default=str(ROOT / "scripts" / "results" / "bench_train.json"))
+    parser.add_argument("--variant", choices=["baseline", "finetune"], help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.variant:  # child process: one variant, result to a file
+        with tempfile.TemporaryDirectory() as tmp:
+            runner = run_baseline if args.variant == "baseline" else run_finetune
+            result = runner(args, Path(tmp))
+        Path(args.result_file).write_text(json.dumps(result))
+        return
+
+    results = {}
+    for variant in ("baseline", "finetune"):
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+            result_file = handle.name
+        command = [sys.executable, __file__, "--variant", variant, "--result-file", result_file,
+                   "--data", args.data, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+                   "--lr", str(args.lr), "--eval-samples", str(args.eval_samples),
+                   "--generation-max-length", str(args.generation_max_length)]
+        print(f"running {variant} ...", flush=True)
+        subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        results[variant] = json.loads(Path(result_file).read_text())
+        os.unlink(result_file)
+    ratio = results["finetune"]["samples_per_second"] / results["baseline"]["samples_per_second"]
+    payload = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",
+        "settings": {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "eval_samples")},
+        "results": results,
+        "throughput_ratio": round(ratio, 2),
+        "wer_difference_points": round(100 * (results["finetune"]["wer"] - results["baseline"]["wer"]), 2),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\n| variant | s/step | samples/s | audio s/s | peak RSS MB | eval s/clip | WER |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['seconds_per_step']} | {r['samples_per_second']} | {r['audio_seconds_per_second']} | "
+              f"{r['peak_rss_mb']} | {r['eval_seconds_per_clip']} | {r['wer']:.2%} |")
+    print(f"\nthroughput ratio finetune/baseline: {ratio:.2f}x; WER difference {payload['wer_difference_points']} points")
+
+
+if __name__ == "__main__":
+    main()
