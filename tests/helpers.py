@@ -62,3 +62,22 @@ def write_audiofolder(root: Path, split: str, rows: list[tuple[str, np.ndarray |
 def tone(seconds: float, rate: int = 16000, freq: float = 440.0) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def build_tiny_wav2vec2(target: Path, *, feat_extract_norm: str = "layer") -> Path:
+    """A randomly initialised 1-layer, 32-wide Wav2Vec2 encoder (no head) with its feature extractor:
+    stands in for a pretrained encoder such as facebook/wav2vec2-base."""
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    config = Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        conv_dim=(16, 16, 32), conv_kernel=(10, 8, 4), conv_stride=(5, 4, 4),
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+        feat_extract_norm=feat_extract_norm, do_stable_layer_norm=feat_extract_norm == "layer",
+        mask_time_length=2,
+    )
+    torch.manual_seed(0)
+    Wav2Vec2Model(config).save_pretrained(target)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                             return_attention_mask=feat_extract_norm == "layer").save_pretrained(target)
+    return target

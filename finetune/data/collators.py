@@ -66,7 +66,7 @@ class CTCCollator:
         extractor = self.processor.feature_extractor
         batch = extractor(audio, sampling_rate=extractor.sampling_rate, padding=True, return_tensors="pt")
         if "labels" in rows[0]:
-            batch["labels"] = pad_labels([row["labels"] for row in rows])
+            batch["labels"] = pad_labels([np.asarray(row["labels"]).tolist() for row in rows])
         if self.frames_column in rows[0]:
             batch[self.frames_column] = torch.as_tensor([int(row[self.frames_column]) for row in rows])
         return batch

@@ -15,6 +15,9 @@ from types import ModuleType
 
 TASK_MODULES = {
     "asr_seq2seq": "finetune.tasks.asr_seq2seq",
+    "asr_ctc": "finetune.tasks.asr_ctc",
+    "audio_classification": "finetune.tasks.audio_classification",
+    "intent": "finetune.tasks.intent",
 }
 
 
