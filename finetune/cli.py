@@ -5,6 +5,10 @@
     finetune import-whisper [--source CT2_DIR] --output-dir DIR
     finetune slu --asr DIR --intent DIR AUDIO... [--output results.json]
     finetune slu-evaluate --asr DIR --intent DIR --data SOURCE [--split test] --output-dir OUT
+    finetune transcribe --model DIR PATH... [--output-dir OUT] [--format txt,json,srt,vtt] [--timestamps segment]
+    finetune card --model DIR
+    finetune push --model DIR --repo-id NAME [--private] [--dry-run]
+    finetune export-ct2 --model DIR --output-dir OUT [--check AUDIO...]
 
 Multi-process runs go through accelerate: ``accelerate launch -m finetune train CONFIG.yaml``.
 """
@@ -76,7 +80,57 @@ def build_parser() -> argparse.ArgumentParser:
     slu_eval.add_argument("--unseen-intents", choices=("error", "oos"), default="error",
                           help="gold intents the intent model never saw: stop, or score them as out-of-scope")
     slu_eval.set_defaults(handler=_slu_evaluate)
+    _add_publishing_verbs(verbs)
     return parser
+
+
+def _add_publishing_verbs(verbs) -> None:
+    """transcribe, card, push, export-ct2: what users do with a trained model."""
+    transcribe = verbs.add_parser("transcribe", help="transcribe audio files or folders of any length")
+    transcribe.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
+    transcribe.add_argument("--model", required=True, help="speech recognizer dir (or offline:whisper-tiny.en)")
+    transcribe.add_argument("--output-dir", default=None, help="write <name>.<format> here (default: print)")
+    transcribe.add_argument("--format", default="txt", help="txt, json, srt, vtt, a comma list, or all")
+    transcribe.add_argument("--timestamps", choices=("none", "segment", "word"), default="none",
+                            help="srt/vtt turn on segment timestamps by themselves")
+    transcribe.add_argument("--long-form", choices=("auto", "chunked", "sequential"), default="auto",
+                            help="auto: sequential for Whisper unless --chunk-length/--stride is given, "
+                                 "chunked for CTC")
+    transcribe.add_argument("--chunk-length", type=float, default=None,
+                            help="seconds per window for long audio (default: the model's window, 30 s for Whisper)")
+    transcribe.add_argument("--stride", type=float, default=None,
+                            help="seconds of overlap on each side of a window (default: chunk length / 6)")
+    transcribe.add_argument("--batch-size", type=int, default=8, help="windows decoded together")
+    transcribe.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    transcribe.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    transcribe.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                            help="progress bar (default: on a terminal, for more than one batch)")
+    transcribe.set_defaults(handler=_transcribe)
+
+    card = verbs.add_parser("card", help="(re)write README.md, the model card, from the saved results")
+    card.add_argument("--model", required=True, help="trained model directory")
+    card.add_argument("--repo-id", default=None, help="name used in the card (default: the folder name)")
+    card.add_argument("--license", default=None, help="model license id (default: the base model's)")
+    card.add_argument("--language", default=None, help="language code (default: from the model/config)")
+    card.set_defaults(handler=_card)
+
+    push = verbs.add_parser("push", help="upload weights, processor, configs, card and results to the Hub")
+    push.add_argument("--model", required=True, help="trained model directory")
+    push.add_argument("--repo-id", required=True, help="owner/name on the Hub")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--dry-run", action="store_true", help="list and record what would be uploaded; send nothing")
+    push.add_argument("--revision", default=None, help="branch to commit to (default: main)")
+    push.add_argument("--commit-message", default=None)
+    push.set_defaults(handler=_push)
+
+    export = verbs.add_parser("export-ct2", help="convert a fine-tuned Whisper to CTranslate2 (faster-whisper)")
+    export.add_argument("--model", required=True, help="fine-tuned Whisper directory")
+    export.add_argument("--output-dir", required=True)
+    export.add_argument("--quantization", default=None, help="float16, int8, ... (default: keep the weight type)")
+    export.add_argument("--force", action="store_true", help="replace an existing output dir")
+    export.add_argument("--check", nargs="*", default=None, metavar="AUDIO",
+                        help="audio files to decode with both models; exit 1 unless the tokens are identical")
+    export.set_defaults(handler=_export_ct2)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -96,12 +150,34 @@ def _train(args: argparse.Namespace) -> int:
     parsed = parse_into(classes, merged, source=args.config)
     training_args = parsed[-1]
     _keep_token_out_of_files(training_args)
+    # The Trainer's own push_to_hub would contact the Hub at start-up and after every save; we push
+    # once, after the model card is written, and only from the main process.
+    push = bool(getattr(training_args, "push_to_hub", False))
+    training_args.push_to_hub = False
     if training_args.should_save:
         save_run_config(training_args.output_dir, values)
     results = task.train(*parsed)
     if training_args.should_save:
         print(json.dumps(_printable(results), indent=2))
+        _publish_trained(training_args, push)
     return 0
+
+
+def _publish_trained(training_args, push: bool) -> None:
+    """Model card for every saved model; the Hub upload when the config asked for push_to_hub."""
+    from finetune.hub.card import write_model_card
+
+    output_dir = Path(training_args.output_dir)
+    if not (output_dir / "config.json").is_file():
+        return
+    repo_id = getattr(training_args, "hub_model_id", None)
+    print(f"wrote {write_model_card(output_dir, repo_id=repo_id)}", file=sys.stderr)
+    if push:
+        from finetune.hub.push import push_model
+
+        result = push_model(output_dir, repo_id or output_dir.resolve().name,
+                            private=bool(getattr(training_args, "hub_private_repo", False)))
+        print(f"pushed {len(result.files)} files to {result.commit_url}", file=sys.stderr)
 
 
 def _keep_token_out_of_files(training_args) -> None:
@@ -186,6 +262,54 @@ def _slu_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _transcribe(args: argparse.Namespace) -> int:
+    from finetune.inference.formats import parse_formats
+    from finetune.inference.transcribe import TranscribeOptions, transcribe_to
+
+    options = TranscribeOptions(long_form=args.long_form, chunk_length_s=args.chunk_length, stride_length_s=args.stride,
+                                batch_size=args.batch_size, timestamps=args.timestamps, device=args.device,
+                                progress=args.progress, threads=args.threads)
+    output_dir = Path(args.output_dir) if args.output_dir else None
+    stats = transcribe_to(args.model, args.paths, options, parse_formats(args.format), output_dir)
+    failed = f"; {stats.failed} unreadable file(s) skipped" if stats.failed else ""
+    print(f"transcribed {stats.files} file(s), {stats.audio_seconds / 60:.1f} min of audio, in "
+          f"{stats.wall_seconds:.1f} s (real-time factor {stats.real_time_factor:.3f}){failed}", file=sys.stderr)
+    return 1 if stats.failed else 0
+
+
+def _card(args: argparse.Namespace) -> int:
+    from finetune.hub.card import write_model_card
+
+    path = write_model_card(args.model, repo_id=args.repo_id, license=args.license, language=args.language)
+    print(f"wrote {path}")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from finetune.hub.push import push_model
+
+    result = push_model(args.model, args.repo_id, private=args.private, dry_run=args.dry_run,
+                        commit_message=args.commit_message, revision=args.revision)
+    verb = "would upload" if result.dry_run else "uploaded"
+    print(f"{verb} {len(result.files)} files to {result.repo_id} ({'private' if result.private else 'public'}):")
+    for name in result.files:
+        print(f"  {name}  ({result.sizes[name]:,} bytes)")
+    print(f"manifest: {result.manifest}" + (f"\ncommit: {result.commit_url}" if result.commit_url else ""))
+    return 0
+
+
+def _export_ct2(args: argparse.Namespace) -> int:
+    from finetune.models.ct2_export import check_round_trip, export_ct2
+
+    out = export_ct2(Path(args.model), Path(args.output_dir), quantization=args.quantization, force=args.force)
+    print(f"wrote CTranslate2 model to {out}")
+    if args.check:
+        report = check_round_trip(Path(args.model), out, [Path(p) for p in args.check])
+        print(report.describe())
+        return 0 if report.identical else 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     for noisy in ("httpx", "urllib3", "filelock"):
@@ -193,6 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as error:
+        # errors about the user's input: one clear message, no traceback (FINETUNE_DEBUG=1 shows it).
+        # Before the OSError clause: FileNotFoundError/FileExistsError are OSErrors too.
+        if os.environ.get("FINETUNE_DEBUG"):
+            raise
+        print(f"finetune: error: {error}", file=sys.stderr)
+        return 2
     except OSError as error:
         if error.errno != errno.ENOSPC:
             raise
@@ -200,12 +331,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"finetune: error: the disk is full{where}. Free space or choose another output_dir; checkpoints "
               "already marked complete are intact and resume=true continues from the newest.", file=sys.stderr)
         return 3
-    except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as error:
-        # errors about the user's input: one clear message, no traceback (FINETUNE_DEBUG=1 shows it)
-        if os.environ.get("FINETUNE_DEBUG"):
-            raise
-        print(f"finetune: error: {error}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":

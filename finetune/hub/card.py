@@ -1,0 +1,625 @@
+"""Write the model card (``README.md``) of a trained model from what the run saved beside it.
+
+Everything on the card is read from files in the model directory, never typed in: the evaluation
+(``eval_results.json``: WER/CER for ASR, accuracy/macro-F1 for classifiers), the exact config
+(``finetune_config.yaml``), the Trainer's arguments and log (``training_args.json``,
+``trainer_state.json``), the data report (``data_report.json``), the model's ``config.json``, the
+pictures (``training_curve.png``, ``confusion_matrix.png``), and the license and attribution of local
+training data from the ``SOURCE.md`` kept beside it. So ``finetune card --model DIR`` can regenerate
+the card at any time and get the same result.
+
+The YAML header follows the Hub's model-card spec (``license``, ``language``, ``tags``, ``datasets``,
+``base_model``, ``pipeline_tag``, ``model-index``); it is built with ``huggingface_hub.ModelCardData``
+and read back with ``huggingface_hub.ModelCard`` before the file is written (:func:`validate_card`),
+so a malformed ``model-index`` fails here rather than on upload.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "model_cards" / "template.md"
+CARD_NAME = "README.md"
+TRAINING_CURVE = "training_curve.png"
+CONFUSION_MATRIX = "confusion_matrix.png"
+
+# task name in eval_results.json -> Hub pipeline tag
+TASK_PIPELINES = {
+    "asr_seq2seq": "automatic-speech-recognition",
+    "asr_ctc": "automatic-speech-recognition",
+    "audio_classification": "audio-classification",
+    "intent": "text-classification",
+}
+PIPELINE_TASK_NAMES = {
+    "automatic-speech-recognition": "Automatic Speech Recognition",
+    "audio-classification": "Audio Classification",
+    "text-classification": "Text Classification",
+}
+# architecture suffix -> pipeline tag, for model dirs without eval results
+ARCHITECTURE_PIPELINES = (
+    ("ForConditionalGeneration", "automatic-speech-recognition"),
+    ("ForSpeechSeq2Seq", "automatic-speech-recognition"),
+    ("ForCTC", "automatic-speech-recognition"),
+    ("ForAudioClassification", "audio-classification"),
+    ("ForSequenceClassification", "text-classification"),
+)
+# Offline aliases of the registry -> where the weights come from, their license and language
+KNOWN_BASE_MODELS = {
+    "offline:whisper-tiny.en": ("openai/whisper-tiny.en", "apache-2.0", "en"),
+    "offline:all-MiniLM-L6-v2": ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0", "en"),
+}
+SCRATCH_PREFIX = "scratch:"  # model_name_or_path of a run trained from random initialisation
+# spelled-out licenses in SOURCE.md -> Hub license ids
+LICENSE_IDS = (
+    (re.compile(r"CC[ -]BY[ -]SA[ -]4\.0", re.I), "cc-by-sa-4.0"),
+    (re.compile(r"CC[ -]BY[ -]4\.0", re.I), "cc-by-4.0"),
+    (re.compile(r"\bCC0\b", re.I), "cc0-1.0"),
+    (re.compile(r"\bMIT\b"), "mit"),
+    (re.compile(r"Apache[ -]2\.0", re.I), "apache-2.0"),
+)
+# Trainer arguments worth a row in the hyperparameter table, in this order
+HYPERPARAMETERS = (
+    "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+    "num_train_epochs", "max_steps", "warmup_steps", "warmup_ratio", "lr_scheduler_type", "optim",
+    "weight_decay", "max_grad_norm", "seed", "fp16", "bf16", "gradient_checkpointing",
+)
+METRIC_LABELS = {"wer": "WER (normalized)", "cer": "CER (normalized)", "wer_raw": "WER (raw)",
+                 "cer_raw": "CER (raw)", "accuracy": "accuracy", "f1_macro": "macro-F1"}
+FRAMEWORKS = ("finetune", "transformers", "torch", "datasets", "tokenizers", "huggingface_hub")
+
+
+class ModelCardError(ValueError):
+    """A model dir that cannot be described, or a card whose metadata does not parse."""
+
+
+@dataclass
+class DataSource:
+    """License and attribution of one local dataset, from its SOURCE.md."""
+
+    title: str
+    license: str
+    attribution: str
+    license_id: str | None
+
+
+def write_model_card(output_dir: str | os.PathLike, *, repo_id: str | None = None, license: str | None = None,
+                     language: str | None = None, template: Path | None = None) -> Path:
+    """Render ``<output_dir>/README.md`` from the run's files; validate it; return its path.
+
+    ``repo_id`` names the model in the usage snippet and the model-index (default: the folder name).
+    ``license``/``language`` override what is derived (the base model's, where it is known).
+    """
+    model_dir = Path(output_dir)
+    content = render_model_card(model_dir, repo_id=repo_id, license=license, language=language, template=template)
+    validate_card(content, source=str(model_dir / CARD_NAME))
+    path = model_dir / CARD_NAME
+    _write_atomic(path, content)
+    logger.info("wrote model card %s", path)
+    return path
+
+
+def render_model_card(model_dir: Path, *, repo_id: str | None = None, license: str | None = None,
+                      language: str | None = None, template: Path | None = None) -> str:
+    """The card's text; :func:`write_model_card` validates and writes it."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    config = _read_json(model_dir / "config.json", required=True)
+    results = _read_json(model_dir / "eval_results.json")
+    run_config = _read_yaml(model_dir / "finetune_config.yaml")
+    training_args = _read_json(model_dir / "training_args.json")
+    state = _read_json(model_dir / "trainer_state.json")
+    data_report = _read_json(model_dir / "data_report.json")
+    generation = _read_json(model_dir / "generation_config.json")
+
+    task = results.get("task") or run_config.get("task")
+    pipeline_tag = TASK_PIPELINES.get(task) or _pipeline_from_architectures(config, model_dir)
+    name = repo_id or model_dir.resolve().name
+    base_source = str(run_config.get("model_name_or_path") or results.get("model") or "")
+    if base_source.startswith(SCRATCH_PREFIX) or (run_config.get("model_config") and not base_source):
+        base_source = ""  # random initialisation: there is no base model
+    base_id, base_license, base_language = _base_model(base_source)
+    dataset_source = str(run_config.get("dataset_name") or results.get("dataset") or "")
+    eval_source = str(results.get("dataset") or run_config.get("eval_dataset_name") or dataset_source)
+    sources = [s for s in dict.fromkeys([dataset_source, eval_source]) if s]
+    data_sources = [found for s in sources if (found := find_data_source(s))]
+    hub_datasets = [s for s in sources if _looks_like_hub_id(s)]
+    language = language or run_config.get("language") or _language_from_generation(generation) or base_language
+
+    eval_results = (_eval_results(results, pipeline_tag, eval_source, run_config, name)
+                    if _has_metrics(results) else None)
+    card_data = ModelCardData(
+        license=license or base_license or "other",
+        language=_language_code(language),
+        tags=_tags(pipeline_tag, config, task),
+        datasets=hub_datasets or None,
+        base_model=base_id,
+        pipeline_tag=pipeline_tag,
+        library_name="transformers",
+        metrics=_metric_names(pipeline_tag) if eval_results else None,
+        model_name=name,
+        eval_results=eval_results,
+    )
+    if card_data.license == "other":
+        card_data.license_name = "unspecified"  # the Hub asks for a name with 'other'
+    context = {
+        "model_name": name,
+        "summary": _summary(pipeline_tag, config, base_source, base_id, dataset_source, language),
+        **_results_context(results, pipeline_tag, eval_source, model_dir),
+        "usage_python": _usage_python(pipeline_tag, name, config),
+        "usage_cli": _usage_cli(pipeline_tag, name),
+        "intended_use": _intended_use(pipeline_tag, dataset_source, language),
+        "limitations": _limitations(pipeline_tag, config, dataset_source, data_sources, results),
+        "training_data": _training_data_text(dataset_source, run_config, data_sources),
+        "data_rows": _data_rows(data_report),
+        "data_sources": data_sources,
+        "base_model_text": _base_model_text(base_source, base_id, run_config),
+        "hyperparameters": _hyperparameters(training_args, run_config, state),
+        "run_config": yaml.safe_dump(run_config, sort_keys=False).strip() if run_config else "",
+        "training_log": _training_log(state),
+        "training_curve": _training_curve(model_dir, state, training_args),
+        "framework_versions": _framework_versions(),
+    }
+    card = ModelCard.from_template(card_data, template_path=str(template or TEMPLATE), **context)
+    return re.sub(r"\n{3,}", "\n\n", str(card)).rstrip() + "\n"
+
+
+def validate_card(content: str, *, source: str = CARD_NAME) -> Any:
+    """Parse the card back with huggingface_hub's tools; raise ModelCardError naming what is wrong.
+
+    Offline stand-in for the Hub's own validation: the YAML header must parse, ``model-index`` must
+    convert back into EvalResults, and the fields the Hub indexes must have the right types.
+    """
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    try:
+        card = ModelCard(content)
+    except (ValueError, yaml.YAMLError) as error:
+        raise ModelCardError(f"{source}: metadata does not parse: {error}") from error
+    data = card.data.to_dict()
+    problems = []
+    if not data.get("license"):
+        problems.append("no license")
+    if data.get("pipeline_tag") not in PIPELINE_TASK_NAMES:
+        problems.append(f"pipeline_tag {data.get('pipeline_tag')!r} is not one of {sorted(PIPELINE_TASK_NAMES)}")
+    for key in ("tags", "datasets", "metrics"):
+        if key in data and not (isinstance(data[key], list) and all(isinstance(v, str) for v in data[key])):
+            problems.append(f"{key} must be a list of strings")
+    if "model-index" in data:
+        try:
+            _, results = model_index_to_eval_results(data["model-index"])
+        except (KeyError, TypeError, ValueError) as error:
+            problems.append(f"model-index does not parse: {error}")
+        else:
+            for result in results:
+                if not isinstance(result.metric_value, (int, float)):
+                    problems.append(f"model-index value of {result.metric_type} is not a number")
+    if problems:
+        raise ModelCardError(f"{source}: invalid card metadata: " + "; ".join(problems))
+    return card
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _read_json(path: Path, required: bool = False) -> dict[str, Any]:
+    if not path.is_file():
+        if required:
+            raise ModelCardError(f"{path.parent}: no {path.name}, so this is not a saved model directory")
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ModelCardError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(value, dict):
+        raise ModelCardError(f"{path}: expected a JSON object")
+    return value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        value = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ModelCardError(f"{path}: not valid YAML ({error})") from error
+    return value if isinstance(value, dict) else {}
+
+
+def _pipeline_from_architectures(config: dict[str, Any], model_dir: Path) -> str:
+    architectures = config.get("architectures") or []
+    for architecture in architectures:
+        for suffix, tag in ARCHITECTURE_PIPELINES:
+            if architecture.endswith(suffix):
+                return tag
+    raise ModelCardError(f"{model_dir}: cannot tell the task of architectures {architectures}")
+
+
+def _base_model(source: str) -> tuple[str | None, str | None, str | None]:
+    """(Hub id, license, language) of the starting weights, where they are known."""
+    if source in KNOWN_BASE_MODELS:
+        return KNOWN_BASE_MODELS[source]
+    if _looks_like_hub_id(source):
+        return source, None, None
+    return None, None, None
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    """``owner/name`` that is not a local path or an alias."""
+    if not name or ":" in name or name.startswith((".", "/", "~")) or Path(name).expanduser().exists():
+        return False
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", name))
+
+
+def find_data_source(name: str) -> DataSource | None:
+    """License and attribution from the SOURCE.md of a local dataset (or of the shipped sample).
+
+    Looks in the data folder and up to two folders above it, so a split folder or a manifest inside
+    the dataset finds the dataset's SOURCE.md. Relative names are tried from the working directory.
+    """
+    if name.startswith("sample:"):
+        from finetune.data.sources import resolve_sample
+
+        try:
+            folder = resolve_sample(name)
+        except ValueError:
+            return None
+    else:
+        path = Path(name).expanduser()
+        if not path.exists():
+            return None
+        folder = path if path.is_dir() else path.parent
+    for candidate in (folder, folder.parent, folder.parent.parent):
+        source_md = candidate / "SOURCE.md"
+        if source_md.is_file():
+            return parse_source_md(source_md)
+    return None
+
+
+def parse_source_md(path: Path) -> DataSource:
+    """Title (first heading), the ``License:`` text and the ``Source:`` attribution of a SOURCE.md."""
+    text = path.read_text(encoding="utf-8")
+    title = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), path.parent.name)
+    license_text = _field(text, "License") or "license not stated in SOURCE.md"
+    attribution = _field(text, "Sources") or _field(text, "Source") or ""
+    license_id = next((hub_id for pattern, hub_id in LICENSE_IDS if pattern.search(license_text)), None)
+    return DataSource(title=title, license=license_text.rstrip("."), attribution=_sentence(attribution),
+                      license_id=license_id)
+
+
+def _field(text: str, name: str) -> str | None:
+    """The value of ``Name: ...`` in SOURCE.md, continued over wrapped lines until a blank or new field."""
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith(f"{name}:"):
+            value = [line[len(name) + 1:].strip()]
+            for following in lines[index + 1:]:
+                if not following.strip() or re.match(r"^[A-Z][\w ]*:", following) or following.startswith("#"):
+                    break
+                value.append(following.strip())
+            return " ".join(v for v in value if v)
+    return None
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    if not text:
+        return ""
+    return f"Source: {text}" if text.endswith(".") else f"Source: {text}."
+
+
+def _language_from_generation(generation: dict[str, Any]) -> str | None:
+    if generation and generation.get("is_multilingual") is False:
+        return "en"
+    return generation.get("language") if generation else None
+
+
+def _language_code(language: str | None) -> str | None:
+    if not language:
+        return None
+    language = str(language).strip("<|>").lower()
+    try:
+        from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
+    except ImportError:
+        return language
+    return TO_LANGUAGE_CODE.get(language, language)
+
+
+def _tags(pipeline_tag: str, config: dict[str, Any], task: str | None) -> list[str]:
+    tags = ["finetune", pipeline_tag]
+    if config.get("model_type"):
+        tags.append(str(config["model_type"]))
+    if task:
+        tags.append(task.replace("_", "-"))
+    return list(dict.fromkeys(tags))
+
+
+def _metric_names(pipeline_tag: str) -> list[str]:
+    return ["wer", "cer"] if pipeline_tag == "automatic-speech-recognition" else ["accuracy", "f1"]
+
+
+def _has_metrics(results: dict[str, Any]) -> bool:
+    return any(key in results for key in ("wer", "accuracy"))
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+def _percent(value: float) -> float:
+    return round(100.0 * float(value), 2)
+
+
+def _eval_results(results: dict[str, Any], pipeline_tag: str, dataset: str, run_config: dict[str, Any],
+                  model_name: str) -> list[Any]:
+    """model-index entries: WER/CER in percent (as transformers' examples report them), accuracy and F1 as
+    fractions, each naming the dataset and split."""
+    from huggingface_hub import EvalResult
+
+    split = results.get("split") or run_config.get("eval_split_name") or "test"
+    common = {
+        "task_type": pipeline_tag,
+        "task_name": PIPELINE_TASK_NAMES[pipeline_tag],
+        "dataset_type": _dataset_type(dataset),
+        "dataset_name": _dataset_title(dataset),
+        "dataset_split": split,
+        "dataset_config": run_config.get("dataset_config_name"),
+    }
+    if pipeline_tag == "automatic-speech-recognition":
+        metrics = [("wer", "WER (normalized, %)", _percent(results["wer"])),
+                   ("cer", "CER (normalized, %)", _percent(results["cer"]))]
+        metrics += [(kind, f"{kind.upper()} (raw, %)", _percent(results[f"{kind}_raw"]))
+                    for kind in ("wer", "cer") if f"{kind}_raw" in results]
+        return [EvalResult(metric_type=t, metric_name=n, metric_value=v, **common) for t, n, v in metrics]
+    entries = [EvalResult(metric_type="accuracy", metric_name="Accuracy",
+                          metric_value=round(float(results["accuracy"]), 4), **common)]
+    if "f1_macro" in results:
+        entries.append(EvalResult(metric_type="f1", metric_name="F1 (macro)", metric_args={"average": "macro"},
+                                  metric_value=round(float(results["f1_macro"]), 4), **common))
+    return entries
+
+
+def _dataset_type(dataset: str) -> str:
+    """Hub id as is; a local folder or sample by its name (the model-index needs some identifier)."""
+    if _looks_like_hub_id(dataset):
+        return dataset
+    name = dataset.split(":", 1)[1] if dataset.startswith("sample:") else Path(dataset).name or dataset
+    return name or "local"
+
+
+def _dataset_title(dataset: str) -> str:
+    found = find_data_source(dataset)
+    return found.title if found else _dataset_type(dataset)
+
+
+def _results_context(results: dict[str, Any], pipeline_tag: str, dataset: str, model_dir: Path) -> dict[str, Any]:
+    if not _has_metrics(results):
+        return {"results_table": []}
+    is_asr = pipeline_tag == "automatic-speech-recognition"
+    keys = ("wer", "cer", "wer_raw", "cer_raw") if is_asr else ("accuracy", "f1_macro")
+    table = [(METRIC_LABELS[key], f"{_percent(results[key]):.2f}%") for key in keys if key in results]
+    if "seconds_per_sample" in results:
+        table.append(("seconds per example (evaluation)", f"{results['seconds_per_sample']:.4g}"))
+    zero_shot = results.get("zero_shot") if isinstance(results.get("zero_shot"), dict) else {}
+    zero_table = [(METRIC_LABELS.get(k, k), f"{_percent(v):.2f}%") for k, v in zero_shot.items()
+                  if isinstance(v, (int, float))]
+    per_class = results.get("per_class") if isinstance(results.get("per_class"), dict) else {}
+    per_class_rows = [
+        [label, f"{m.get('precision', 0):.3f}", f"{m.get('recall', 0):.3f}", f"{m.get('f1', 0):.3f}",
+         str(m.get("support", ""))]
+        for label, m in per_class.items()
+    ] if len(per_class) <= 30 else []  # 77 intents make an unreadable table; the confusion matrix stays
+    return {
+        "results_table": table,
+        "eval_dataset": _dataset_title(dataset),
+        "eval_split": results.get("split", "test"),
+        "eval_samples": results.get("num_samples", "?"),
+        "skipped_rows": results.get("skipped_rows", 0),
+        "zero_shot_table": zero_table,
+        "per_class_table": per_class_rows,
+        "confusion_matrix": CONFUSION_MATRIX if (model_dir / CONFUSION_MATRIX).is_file() else None,
+        "asr_note": ("Normalized scores apply Whisper's English text normalizer to both sides (case, punctuation, "
+                     "spelled numbers); raw scores compare the text as written.") if is_asr else "",
+    }
+
+
+# ---------------------------------------------------------------------------------------------- prose
+
+
+def _summary(pipeline_tag: str, config: dict[str, Any], base_source: str, base_id: str | None, dataset: str,
+             language: str | None) -> str:
+    what = {
+        "automatic-speech-recognition": "a speech recognition model (audio to text)",
+        "audio-classification": "an audio classifier (one label per clip)",
+        "text-classification": "a text classifier (one intent per query)",
+    }[pipeline_tag]
+    architecture = ", ".join(config.get("architectures") or [config.get("model_type", "model")])
+    origin = base_id or _shown(base_source)
+    start = f"fine-tuned from `{origin}`" if origin else "trained from scratch"
+    data = f" on `{_shown(dataset)}`" if dataset else ""
+    lang = f" Language: {_language_code(language)}." if language else ""
+    tool = "[finetune](https://pypi.org/project/finetune/)"
+    return f"This is {what}, a `{architecture}` {start}{data} with {tool}.{lang}"
+
+
+def _shown(name: str) -> str:
+    """A source as the card shows it: an absolute local path by its last folder only, since the card is
+    published and the rest of the path says nothing to readers but may name the user's machine."""
+    return Path(name).name if name and Path(name).is_absolute() else name
+
+
+def _usage_python(pipeline_tag: str, name: str, config: dict[str, Any]) -> str:
+    if pipeline_tag == "text-classification":
+        return (f'classifier = pipeline("text-classification", model="{name}")\n'
+                'print(classifier("what is the weather like tomorrow"))')
+    if pipeline_tag == "audio-classification":
+        return (f'classifier = pipeline("audio-classification", model="{name}")\n'
+                'print(classifier("clip.wav"))  # decoding a file path needs ffmpeg; or pass '
+                '{"raw": samples, "sampling_rate": 16000}')
+    # Whisper walks long audio window by window itself (timestamps on); CTC models take chunks and time words
+    options = ("return_timestamps=True" if config.get("model_type") == "whisper"
+               else 'chunk_length_s=20, return_timestamps="word"')
+    return (f'asr = pipeline("automatic-speech-recognition", model="{name}")\n'
+            f'print(asr("recording.flac", {options}))  # a path needs ffmpeg; '
+            'or pass {"raw": samples, "sampling_rate": 16000}')
+
+
+def _usage_cli(pipeline_tag: str, name: str) -> str:
+    if pipeline_tag != "automatic-speech-recognition":
+        return ""
+    return f"finetune transcribe --model {name} recording.flac --timestamps segment --format srt"
+
+
+def _intended_use(pipeline_tag: str, dataset: str, language: str | None) -> str:
+    lang = f"{_language_code(language)} " if language else ""
+    dataset = _shown(dataset)
+    domain = f"recordings like those of `{dataset}`" if dataset else "data like its training data"
+    return {
+        "automatic-speech-recognition": f"Transcribing {lang}speech in {domain}: same kind of speakers, vocabulary "
+                                        "and recording conditions. Recordings longer than the model's window are "
+                                        "transcribed window by window (see How to use).",
+        "audio-classification": f"Labelling short {lang}audio clips in {domain} with one of the classes it was "
+                                "trained on.",
+        "text-classification": f"Routing short {lang}queries like those of `{dataset}` to one of the intents it "
+                               "was trained on.",
+    }[pipeline_tag]
+
+
+def _limitations(pipeline_tag: str, config: dict[str, Any], dataset: str, data_sources: list[DataSource],
+                 results: dict[str, Any]) -> list[str]:
+    items = ["It was fine-tuned on a single dataset; expect lower accuracy on other speakers, accents, "
+             "microphones, noise levels or wording than those the evaluation covers."]
+    if pipeline_tag == "automatic-speech-recognition":
+        if config.get("model_type") == "whisper":
+            seconds = round(config.get("max_source_positions", 1500) / 50)
+            items.append(f"The encoder sees {seconds} s of audio at a time; longer audio must be chunked, and "
+                         "words cut at chunk edges can be lost or repeated.")
+        items.append("Like any ASR model it can output plausible text for silence or noise (hallucinations).")
+    else:
+        items.append("It always answers with one of its training classes, even for inputs that belong to none "
+                     "of them.")
+    if isinstance(results.get("oos"), dict):
+        items.append(f"Out-of-scope queries are rejected below a confidence of {results['oos'].get('threshold')}.")
+    for source in data_sources:
+        if source.license_id and "sa" in source.license_id.split("-"):
+            items.append(f"The training data ({source.title}) is licensed {source.license_id}: check whether its "
+                         "ShareAlike terms apply to your use of this model.")
+    return items
+
+
+def _training_data_text(dataset: str, run_config: dict[str, Any], data_sources: list[DataSource]) -> str:
+    if not dataset:
+        return "The training data was not recorded with this model."
+    parts = [f"Trained on `{_shown(dataset)}`, split `{run_config.get('train_split_name', 'train')}`"]
+    if run_config.get("max_train_samples"):
+        parts.append(f" (first {run_config['max_train_samples']} rows)")
+    parts.append(".")
+    if not data_sources and not _looks_like_hub_id(dataset):
+        parts.append(" No SOURCE.md was found beside the data, so its license is not stated here.")
+    return "".join(parts)
+
+
+def _data_rows(report: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for split in report.get("splits", []) if report else []:
+        total = split.get("total", "")
+        kept = split.get("kept", "")
+        skipped = total - kept if isinstance(total, int) and isinstance(kept, int) else ""
+        rows.append([str(split.get("split", "")), f"`{_shown(str(split.get('dataset', '')))}`", str(total), str(kept),
+                     str(skipped)])
+    return rows
+
+
+def _base_model_text(base_source: str, base_id: str | None, run_config: dict[str, Any]) -> str:
+    if not base_source:
+        architecture = run_config.get("model_config") or str(run_config.get("model_name_or_path", ""))
+        architecture = architecture[len(SCRATCH_PREFIX):] if architecture.startswith(SCRATCH_PREFIX) else architecture
+        where = f" with the architecture in `{architecture}`" if architecture else ""
+        return f"Trained from random initialisation{where}."
+    if base_source and base_id and base_source != base_id:
+        return f"Starting weights: `{base_id}` (loaded offline as `{base_source}`)."
+    if base_source:
+        return f"Starting weights: `{_shown(base_source)}`."
+    return ""
+
+
+def _hyperparameters(args: dict[str, Any], run_config: dict[str, Any], state: dict[str, Any]) -> list[tuple[str, str]]:
+    source = {**run_config, **args}  # training_args.json holds every value the Trainer used
+    skip = {"num_train_epochs"} if int(source.get("max_steps") or -1) > 0 else set()  # max_steps wins
+    rows = [(key, str(source[key])) for key in HYPERPARAMETERS
+            if key in source and key not in skip and source[key] not in (None, "")]
+    if state.get("train_batch_size") and args.get("gradient_accumulation_steps"):
+        world = int(args.get("world_size", 1) or 1)
+        total = state["train_batch_size"] * int(args["gradient_accumulation_steps"]) * world
+        rows.append(("total_train_batch_size (per device x accumulation x processes)", str(total)))
+    if state.get("global_step"):
+        rows.append(("steps trained", str(state["global_step"])))
+        rows.append(("epochs trained", f"{float(state.get('epoch') or 0):.2f}"))
+    return rows
+
+
+def _training_log(state: dict[str, Any]) -> dict[str, list] | None:
+    """One row per evaluation during training (step, epoch, last training loss, eval loss and metrics)."""
+    history = state.get("log_history") or []
+    evals = [h for h in history if any(k.startswith("eval_") for k in h) and "eval_runtime" in h]
+    if not evals:
+        return None
+    metric_keys = sorted((k for k in evals[-1] if k.startswith("eval_") and k not in (
+        "eval_runtime", "eval_samples_per_second", "eval_steps_per_second")), key=lambda k: (k != "eval_loss", k))
+    header = ["step", "epoch", "training loss", *[k.replace("eval_", "eval ") for k in metric_keys]]
+    rows = []
+    for entry in evals:
+        losses = [h["loss"] for h in history if "loss" in h and h.get("step", 0) <= entry.get("step", 0)]
+        rows.append([str(entry.get("step", "")), f"{float(entry.get('epoch') or 0):.2f}",
+                     f"{losses[-1]:.4f}" if losses else "-",
+                     *[_fmt(entry.get(k)) for k in metric_keys]])
+    return {"header": header, "rows": rows}
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value if value is not None else "-")
+
+
+def _training_curve(model_dir: Path, state: dict[str, Any], args: dict[str, Any]) -> str | None:
+    """Use the run's training_curve.png; draw it from trainer_state.json when the run did not."""
+    path = model_dir / TRAINING_CURVE
+    if path.is_file():
+        return TRAINING_CURVE
+    if not any("loss" in h for h in state.get("log_history") or []):
+        return None
+    from finetune.plots import plot_training_curve
+
+    drawn = plot_training_curve(model_dir / "trainer_state.json", path, metric=args.get("metric_for_best_model"))
+    return TRAINING_CURVE if drawn else None
+
+
+def _framework_versions() -> list[tuple[str, str]]:
+    versions = []
+    for name in FRAMEWORKS:
+        try:
+            versions.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
