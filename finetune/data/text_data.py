@@ -68,9 +68,9 @@ def load_text_split(
             label = _label_name(label, names)
             error = ""
             if not text:
-                error = f"empty text in column {text_column!r}"
+                error = f"empty text (column {text_column!r})"
             elif not label:
-                error = f"empty label in column {label_column!r}"
+                error = f"empty label (column {label_column!r})"
             out["text"].append(text)
             out["label"].append(label)
             out["row"].append(i)
