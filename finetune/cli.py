@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     slu.add_argument("--intent", required=True, help="intent model dir (from task: intent)")
     slu.add_argument("--batch-size", type=int, default=8)
     slu.add_argument("--oos-threshold", type=float, default=None, help="replace the intent model's own threshold")
+    slu.add_argument("--num-beams", type=int, default=1, help="ASR beam width (1: greedy, as training evaluates)")
     slu.add_argument("--output", default=None, help="write the JSON to this file instead of stdout")
     slu.set_defaults(handler=_slu)
 
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     slu_eval.add_argument("--audio-column", default=None)
     slu_eval.add_argument("--label-column", default=None, help="gold intent column (default: label, intent, ...)")
     slu_eval.add_argument("--skip-bad-rows", action="store_true", help="drop unreadable/too long rows, counted")
+    slu_eval.add_argument("--num-beams", type=int, default=1, help="ASR beam width (1: greedy, as training evaluates)")
     slu_eval.add_argument("--unseen-intents", choices=("error", "oos"), default="error",
                           help="gold intents the intent model never saw: stop, or score them as out-of-scope")
     slu_eval.set_defaults(handler=_slu_evaluate)
@@ -232,7 +234,7 @@ def _slu(args: argparse.Namespace) -> int:
     from finetune.inference.slu import run_slu
 
     results = run_slu(args.asr, args.intent, args.audio, batch_size=args.batch_size,
-                      oos_threshold=args.oos_threshold)
+                      oos_threshold=args.oos_threshold, num_beams=args.num_beams)
     if args.output:
         from finetune.data.report import write_json_atomic
 
@@ -256,7 +258,7 @@ def _slu_evaluate(args: argparse.Namespace) -> int:
         on_bad_rows="skip" if args.skip_bad_rows else "fail",
     )
     results = run_slu_evaluation(args.asr, args.intent, data_args, args.output_dir, batch_size=args.batch_size,
-                                 unseen_intents=args.unseen_intents)
+                                 unseen_intents=args.unseen_intents, num_beams=args.num_beams)
     print(json.dumps(headline(results), indent=2))
     print(f"wrote {Path(args.output_dir) / 'eval_results.json'}", file=sys.stderr)
     return 0
