@@ -1,6 +1,6 @@
 """Join real clips from ../shared/data into one several-minute recording with its reference transcript.
 
-    python scripts/make_long_recording.py --out /tmp/long [--data ../shared/data] [--gap 0.6]
+    python scripts/make_long_recording.py --out outputs/long [--data ../shared/data] [--gap 0.6]
 
 Why: long-form transcription (chunking, stride merging, timestamps) needs a recording far longer than
 Whisper's 30-second window, with a known transcript to score it. The clips are the LJ Speech sample
