@@ -49,7 +49,8 @@ class SpokenCommandPipeline:
         self.oos_threshold = oos_threshold if oos_threshold is not None else stored_threshold
         self.top_k = max(1, min(top_k, int(classifier.model.config.num_labels)))
         self.sampling_rate = int(asr.feature_extractor.sampling_rate)
-        self.max_seconds = float(getattr(asr.feature_extractor, "chunk_length", 30))
+        chunk = getattr(asr.feature_extractor, "chunk_length", None)  # Whisper's window; CTC takes any length
+        self.max_seconds = float(chunk) if chunk else None
 
     @classmethod
     def from_pretrained(cls, asr_model: str, intent_model: str, *, device: int | str | None = None,
@@ -111,7 +112,7 @@ class SpokenCommandPipeline:
         else:
             samples = load_audio(item, self.sampling_rate)
         seconds = len(samples) / self.sampling_rate
-        if seconds > self.max_seconds:
+        if self.max_seconds is not None and seconds > self.max_seconds:
             raise ValueError(f"{_describe(item)}: {seconds:.1f} s is longer than the recognizer's "
                              f"{self.max_seconds:g}-second input; split it into commands first")
         return samples

@@ -39,7 +39,8 @@ def evaluate_slu(
     """Run the cascade over ``data_args``' eval split; write eval_results.json, predictions.jsonl,
     data_report.json and two confusion matrices (from transcripts, from gold text) to ``output_dir``."""
     split = data_args.eval_split_name or "test"
-    data_args.max_duration_in_seconds = min(data_args.max_duration_in_seconds, slu.max_seconds)
+    if slu.max_seconds is not None:  # longer clips are bad rows, reported, not a crash mid-run
+        data_args.max_duration_in_seconds = min(data_args.max_duration_in_seconds, slu.max_seconds)
     dataset, report = load_speech_split(data_args, split, sampling_rate=slu.sampling_rate, needs_text=True,
                                         needs_label=True, max_samples=data_args.max_eval_samples)
     known = slu.classifier.model.config.label2id

@@ -83,6 +83,8 @@ def test_user_built_pipelines_compose_and_the_oos_threshold_applies(asr_dir: Pat
     classifier = pipeline("text-classification", model=str(intent_dir))
     texts = ["play some jazz", "will it rain in paris"]
     assert SpokenCommandPipeline(asr, classifier).oos_threshold == 0.2  # read from the model's config
+    assert SpokenCommandPipeline(asr, classifier).generate_kwargs == {"num_beams": 1}  # greedy, as training scores
+    assert SpokenCommandPipeline(asr, classifier, num_beams=None).generate_kwargs == {}  # the pipeline's own
     everything_rejected = SpokenCommandPipeline(asr, classifier, oos_threshold=1.01).classify(texts)
     assert [r["intent"] for r in everything_rejected] == ["oos", "oos"]
     nothing_rejected = SpokenCommandPipeline(asr, classifier, oos_threshold=0.0).classify(texts)
