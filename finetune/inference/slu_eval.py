@@ -44,12 +44,13 @@ def evaluate_slu(
     dataset, report = load_speech_split(data_args, split, sampling_rate=slu.sampling_rate, needs_text=True,
                                         needs_label=True, max_samples=data_args.max_eval_samples)
     known = slu.classifier.model.config.label2id
-    gold_intents = [label if label in known or unseen_intents == "error" else slu.oos_label
-                    for label in dataset["label"]]
-    unseen = sorted(set(gold_intents) - set(known) - {slu.oos_label})
-    if unseen:
+    labels = list(dataset["label"])
+    unseen = sorted(set(labels) - set(known) - {slu.oos_label})  # gold 'oos' rows are out-of-scope queries
+    gold_intents = [label if label in known else slu.oos_label for label in labels]
+    if unseen and unseen_intents == "error":
         raise ValueError(f"{data_args.dataset_name} [{split}]: intent(s) the intent model was never trained on: "
-                         f"{', '.join(unseen)} (unseen_intents='oos', or --unseen-intents oos, scores them as out-of-scope)")
+                         f"{', '.join(unseen)} (unseen_intents='oos', or --unseen-intents oos, scores them as "
+                         "out-of-scope)")
     gold_texts = list(dataset["text"])
 
     started = time.perf_counter()
