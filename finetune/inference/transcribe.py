@@ -41,6 +41,7 @@ from typing import Any
 
 from finetune.data.audio import AudioDecodeError, load_audio
 from finetune.inference.formats import Segment, Transcript
+from finetune.models.quantize import QUANTIZE_MODES, quantize_for_cpu
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class TranscribeOptions:
     device: str | None = None  # "cpu", "cuda", "cuda:1"; None: cuda when available
     progress: bool | None = None  # None: only on a terminal
     threads: int | None = None  # torch CPU threads; fewer than cores helps on a busy machine
+    quantize: str = "none"  # "int8": dynamic int8 Linear layers for CPU decoding (see finetune.models.quantize)
 
     def __post_init__(self) -> None:
         if self.long_form not in LONG_FORM_MODES:
@@ -84,6 +86,8 @@ class TranscribeOptions:
             raise ValueError(f"chunk_length_s must be positive, got {self.chunk_length_s}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if self.quantize not in QUANTIZE_MODES:
+            raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, got {self.quantize!r}")
         if self.stride_length_s is not None and self.stride_length_s < 0:
             raise ValueError(f"stride_length_s must be >= 0, got {self.stride_length_s}")
 
@@ -148,6 +152,7 @@ class Transcriber:
 
             torch.set_num_threads(self.options.threads)
         self.pipe = _load_pipeline(self.model_path, self.options.device)
+        self.pipe.model = quantize_for_cpu(self.pipe.model, self.options.quantize)
         self.sampling_rate = int(self.pipe.feature_extractor.sampling_rate)
         self.is_whisper = self.pipe.type == "seq2seq_whisper"
         self.long_form = self._long_form()

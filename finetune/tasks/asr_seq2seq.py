@@ -18,6 +18,7 @@ from finetune.data.report import BadRow, DataReport, write_reports
 from finetune.data.speech import load_speech_split
 from finetune.data.text import scoring_normalizer
 from finetune.metrics import asr_metrics, utterance_wer
+from finetune.models.lora import ADAPTER_DIR, LoraArguments, apply_lora, merge_lora
 from finetune.models.whisper import (
     WhisperArguments,
     configure_generation,
@@ -53,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
 
 
 def argument_classes() -> tuple[type, ...]:
-    return (RunArguments, ModelArguments, DataArguments, WhisperArguments, Seq2SeqTrainingArguments)
+    return (RunArguments, ModelArguments, DataArguments, WhisperArguments, LoraArguments, Seq2SeqTrainingArguments)
 
 
 def train(
@@ -61,6 +62,7 @@ def train(
     model_args: ModelArguments,
     data_args: DataArguments,
     whisper_args: WhisperArguments,
+    lora_args: LoraArguments,
     training_args: Seq2SeqTrainingArguments,
 ) -> dict[str, Any]:
     """Fine-tune and evaluate; returns the final (and zero-shot, if asked) metrics."""
@@ -94,8 +96,12 @@ def train(
 
     set_encoder_context(model, processor, whisper_args.encoder_context_seconds)
     freeze_for_finetuning(model, freeze_encoder=whisper_args.freeze_encoder)
+    model = apply_lora(model, lora_args)
     trainer = _trainer(model, processor, training_args, train_set, eval_set, data_args.max_batch_seconds)
     train_output = trainer.train(resume_from_checkpoint=resume_from)
+    if lora_args.lora_r:  # save and evaluate a plain model: adapters merged into the weights
+        adapter_dir = Path(training_args.output_dir) / ADAPTER_DIR if trainer.is_world_process_zero() else None
+        trainer.model = trainer.model_wrapped = merge_lora(trainer.model, adapter_dir)
     save_trained(trainer, training_args, metric="wer")
     results["train"] = train_output.metrics
 

@@ -147,6 +147,19 @@ def test_window_and_option_checks(short_whisper: Path) -> None:
     assert Transcriber(short_whisper, TranscribeOptions(stride_length_s=2)).long_form == "chunked"
 
 
+def test_int8_quantization_swaps_linear_layers_and_still_transcribes(short_whisper: Path, clips: dict) -> None:
+    import torch
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    with pytest.raises(ValueError, match="quantize must be one of"):
+        TranscribeOptions(quantize="int4")
+    transcriber = Transcriber(short_whisper, TranscribeOptions(quantize="int8", device="cpu"))
+    layers = [m for m in transcriber.pipe.model.modules() if isinstance(m, DynamicInt8Linear)]
+    assert layers and not any(isinstance(m, torch.nn.Linear) for m in transcriber.pipe.model.modules())
+    results = list(transcriber([clips["a"]]))
+    assert results[0].error is None and isinstance(results[0].transcript.text, str)
+
+
 def test_word_timestamps_make_words_and_cues(short_whisper: Path, clips: dict) -> None:
     [result] = list(Transcriber(short_whisper, TranscribeOptions(timestamps="word", progress=False))([clips["b"]]))
     words = result.transcript.words
@@ -189,6 +202,15 @@ def test_real_tiny_en_transcribes_jfk_with_timestamps(shared_data: Path, tmp_pat
     assert cues[0].startswith("1\n00:00:00,000 --> ")
     last_end = cues[-1].splitlines()[1].split(" --> ")[1]
     assert "00:00:08,000" <= last_end <= "00:00:11,000"
+
+
+def test_real_tiny_en_int8_keeps_jfk_right(shared_data: Path, capsys) -> None:
+    """int8 decoding must not cost the words: the same JFK check as float32."""
+    jfk = shared_data / "jfk" / "test" / "jfk.flac"
+    assert main(["transcribe", "--model", "offline:whisper-tiny.en", str(jfk), "--quantize", "int8",
+                 "--device", "cpu", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert utterance_wer(text, JFK_TEXT) <= 0.1, text
 
 
 @pytest.mark.slow
