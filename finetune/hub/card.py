@@ -41,6 +41,7 @@ TASK_PIPELINES = {
     "asr_ctc": "automatic-speech-recognition",
     "audio_classification": "audio-classification",
     "intent": "text-classification",
+    "intent_few_shot": "text-classification",
 }
 PIPELINE_TASK_NAMES = {
     "automatic-speech-recognition": "Automatic Speech Recognition",
@@ -460,6 +461,11 @@ def _shown(name: str) -> str:
 
 
 def _usage_python(pipeline_tag: str, name: str, config: dict[str, Any]) -> str:
+    if "SentenceEncoderIntentClassifier" in (config.get("architectures") or []):
+        # nearest intent prototype by embedding similarity: no transformers pipeline scores that
+        return ("from finetune.models.prototype_classifier import PrototypeClassifier\n"
+                f'classifier = PrototypeClassifier.load("{name}")  # a local download of the repo\n'
+                'print(classifier.predict(["what is the weather like tomorrow"]))')
     if pipeline_tag == "text-classification":
         return (f'classifier = pipeline("text-classification", model="{name}")\n'
                 'print(classifier("what is the weather like tomorrow"))')

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -25,10 +24,10 @@ from finetune.data.text_data import (
     label_maps,
     load_text_split,
 )
+from finetune.intent_report import intent_results, write_intent_outputs
 from finetune.metrics import classification_metrics
 from finetune.models.text_classifier import (
     TextClassifierArguments,
-    apply_oos,
     load_saved_classifier,
     load_text_classifier,
     oos_settings,
@@ -36,8 +35,7 @@ from finetune.models.text_classifier import (
     store_oos_threshold,
     tune_oos_threshold,
 )
-from finetune.plots import plot_confusion_matrix
-from finetune.recipe import checkpoint_to_resume, predict_in_order, save_trained, write_eval_outputs
+from finetune.recipe import checkpoint_to_resume, predict_in_order, save_trained
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +48,6 @@ DEFAULTS: dict[str, Any] = {
     "report_to": "none",
     "save_total_limit": 2,
 }
-CONFUSION_MATRIX = "confusion_matrix.png"
 
 
 @dataclass
@@ -215,46 +212,13 @@ def _score(trainer: Trainer, tokenize, dataset: datasets.Dataset, config, *, mod
     """Metrics payload and per-query rows for one split; with an OOS threshold, scored both ways."""
     id2label = {int(k): v for k, v in config.id2label.items()}
     labels, confidences, elapsed = _predict(trainer, tokenize(dataset, with_labels=False), id2label)
-    references = list(dataset["label"])
-    scores = classification_metrics(labels, references)
-    payload: dict[str, Any] = {
-        "task": NAME,
-        "model": str(model),
-        "dataset": dataset_name,
-        "split": split,
-        "num_samples": len(references),
-        "num_intents": len(id2label),
-        "accuracy": scores["accuracy"],
-        "f1_macro": scores["f1_macro"],
-        "per_class": scores["per_class"],
-        "runtime_s": round(elapsed, 3),
-        "seconds_per_sample": round(elapsed / max(len(references), 1), 5),
-    }
     threshold, oos_label = oos_settings(config)
-    with_oos = apply_oos(labels, confidences, threshold, oos_label)
-    if threshold is not None:
-        accepted = [hyp == ref for hyp, ref in zip(with_oos, references) if hyp != oos_label]
-        payload["oos"] = {
-            "threshold": threshold,
-            "label": oos_label,
-            "target_recall": getattr(config, "oos_target_recall", None),
-            "rejected_share": float(np.mean([p == oos_label for p in with_oos])),
-            # a rejected in-scope query counts as wrong; a rejected out-of-scope one as right
-            "accuracy": float(np.mean([hyp == ref for hyp, ref in zip(with_oos, references)])),
-            "accepted_accuracy": float(np.mean(accepted)) if accepted else None,
-        }
-    if report is not None:
-        payload["skipped_rows"] = len(report.bad)
-    rows = [
-        {"row": int(row), "text": text, "reference": ref, "prediction": hyp, "confidence": round(float(conf), 5),
-         **({"prediction_with_oos": final} if threshold is not None else {})}
-        for row, text, ref, hyp, conf, final in zip(dataset["row"], dataset["text"], references, labels, confidences,
-                                                    with_oos)
-    ]
-    return payload, rows
+    header = {"task": NAME, "model": str(model), "dataset": dataset_name, "split": split,
+              "num_intents": len(id2label)}
+    return intent_results(header, dataset, labels, confidences, elapsed=elapsed, threshold=threshold,
+                          oos_label=oos_label, target_recall=getattr(config, "oos_target_recall", None),
+                          report=report)
 
 
 def _write(output_dir: str, payload: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    write_eval_outputs(output_dir, payload, rows)
-    plot_confusion_matrix([r["prediction"] for r in rows], [r["reference"] for r in rows],
-                          Path(output_dir) / CONFUSION_MATRIX, title=f"Intents [{payload['split']}]")
+    write_intent_outputs(output_dir, payload, rows)
