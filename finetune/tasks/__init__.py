@@ -18,6 +18,7 @@ TASK_MODULES = {
     "asr_ctc": "finetune.tasks.asr_ctc",
     "audio_classification": "finetune.tasks.audio_classification",
     "intent": "finetune.tasks.intent",
+    "intent_few_shot": "finetune.tasks.intent_few_shot",
 }
 
 
