@@ -203,18 +203,19 @@ class Transcriber:
         counter = self._count_windows(bar, stats)
         try:
             if self.long_form == "sequential":
-                for group in self._sequential_groups(files):
-                    yield from self._decode(group, stats, batch_size=len(group))
+                for group, one_window in self._sequential_groups(files):
+                    yield from self._decode(group, stats, len(group), self._call_kwargs(one_window))
             else:
-                yield from self._decode(files, stats, batch_size=self.options.batch_size)
+                yield from self._decode(files, stats, self.options.batch_size, self._call_kwargs())
         finally:
             counter.remove()
             if bar is not None:
                 bar.close()
             stats.wall_seconds = time.perf_counter() - stats.started
 
-    def _sequential_groups(self, files: list[Path]) -> Iterator[list[Path]]:
-        """Runs of up to batch_size files that fit one window, and each longer file alone.
+    def _sequential_groups(self, files: list[Path]) -> Iterator[tuple[list[Path], bool]]:
+        """Runs of up to batch_size files that fit one window, and each longer file alone (with whether
+        the group fits one window).
 
         The pipeline's batching pads features along the wrong axis when their lengths differ, and a
         recording longer than the window keeps its full length in sequential mode, so it goes alone.
@@ -229,18 +230,19 @@ class Transcriber:
                 fits = True  # decoding will fail and report it; it changes no batch shape
             if not fits:
                 if group:
-                    yield group
+                    yield group, True
                     group = []
-                yield [path]
+                yield [path], False
                 continue
             group.append(path)
             if len(group) == self.options.batch_size:
-                yield group
+                yield group, True
                 group = []
         if group:
-            yield group
+            yield group, True
 
-    def _decode(self, files: list[Path], stats: RunStats, batch_size: int) -> Iterator[TranscriptionResult]:
+    def _decode(self, files: list[Path], stats: RunStats, batch_size: int,
+                call_kwargs: dict[str, Any]) -> Iterator[TranscriptionResult]:
         """Stream ``files`` through the pipeline in order; audio is decoded lazily, one file at a time."""
         pending: deque[tuple[Path, float]] = deque()
         failures: deque[TranscriptionResult] = deque()  # bad files, reported in their place in the order
@@ -256,7 +258,7 @@ class Transcriber:
                 pending.append((path, audio.size / self.sampling_rate))
                 yield {"raw": audio, "sampling_rate": self.sampling_rate}
 
-        for output in self.pipe(inputs(), batch_size=batch_size, **self._call_kwargs()):
+        for output in self.pipe(inputs(), batch_size=batch_size, **call_kwargs):
             path, duration = pending.popleft()
             yield from self._flush(order, failures, stats, until=path)
             order.popleft()
@@ -277,8 +279,12 @@ class Transcriber:
             logger.error("skipped %s", failed.error)
             yield failed
 
-    def _call_kwargs(self) -> dict[str, Any]:
+    def _call_kwargs(self, one_window: bool = False) -> dict[str, Any]:
         mode = self.options.timestamps
+        if self.long_form == "sequential" and one_window and mode == "none":
+            # clips that fit one window: plain decoding, no timestamp tokens to predict (faster, and a
+            # model fine-tuned without timestamps is decoded the way it was trained)
+            return {}
         if self.long_form == "sequential":
             # generate() walks a long input window by window, steered by the timestamps it predicts
             return {"return_timestamps": "word" if mode == "word" else True}

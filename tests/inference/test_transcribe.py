@@ -120,6 +120,25 @@ def test_sequential_long_form_batches_short_and_long_files(short_whisper: Path, 
         assert all(0 <= s.start <= s.end <= result.transcript.duration for s in result.transcript.segments)
 
 
+def test_clips_that_fit_one_window_skip_timestamp_decoding(short_whisper: Path, clips: dict) -> None:
+    """Short clips without timestamps asked are decoded plainly; only the long file walks by timestamps."""
+    transcriber = Transcriber(short_whisper, TranscribeOptions(batch_size=4, progress=False))
+    original, calls = transcriber.pipe, []
+
+    class Spy:
+        def __getattr__(self, name: str):
+            return getattr(original, name)
+
+        def __call__(self, inputs, **kwargs):
+            calls.append(kwargs)
+            return original(inputs, **kwargs)
+
+    transcriber.pipe = Spy()
+    results = list(transcriber([clips["a"], clips["b"], clips["long"]]))
+    assert [r.source.name for r in results] == ["a.wav", "b.flac", "long.wav"] and all(r.transcript for r in results)
+    assert [c.get("return_timestamps") for c in calls] == [None, True]
+
+
 def test_ctc_models_are_chunked_and_get_segments_from_word_times(tiny_ctc: Path, clips: dict, tmp_path: Path) -> None:
     sf.write(tmp_path / "25s.wav", tone(25.0), 16000)
     transcriber = Transcriber(tiny_ctc, TranscribeOptions(timestamps="segment", batch_size=4, progress=False))
