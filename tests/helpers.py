@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import soundfile as sf
 import torch
 
 
-def build_tiny_whisper(target: Path, *, context_seconds: int = 30) -> Path:
-    """A 1+1-layer, 32-wide Whisper with tiny.en's tokenizer, processor and generation config."""
+def build_tiny_whisper(target: Path, *, context_seconds: int = 30, decoder_layers: int = 1) -> Path:
+    """A 1-encoder-layer, 32-wide Whisper (``decoder_layers`` decoder layers) with tiny.en's tokenizer,
+    processor and generation config."""
     from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
 
     from finetune.models.registry import resolve_model_path
@@ -23,7 +29,7 @@ def build_tiny_whisper(target: Path, *, context_seconds: int = 30) -> Path:
         num_mel_bins=real_config.num_mel_bins,
         d_model=32,
         encoder_layers=1,
-        decoder_layers=1,
+        decoder_layers=decoder_layers,
         encoder_attention_heads=2,
         decoder_attention_heads=2,
         encoder_ffn_dim=64,
@@ -81,3 +87,30 @@ def build_tiny_wav2vec2(target: Path, *, feat_extract_norm: str = "layer") -> Pa
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
                              return_attention_mask=feat_extract_norm == "layer").save_pretrained(target)
     return target
+
+
+def whisper_stopping_early(source: Path, target: Path, max_length: int) -> Path:
+    """A copy of a saved Whisper that stops after ``max_length`` tokens: random weights rarely say
+    end-of-text, and generating 448 tokens a clip would make a test slow."""
+    from transformers import GenerationConfig
+
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        (target / path.name).write_bytes(path.read_bytes())
+    generation = GenerationConfig.from_pretrained(target)
+    generation.max_length = max_length
+    generation.save_pretrained(target)
+    return target
+
+
+@contextmanager
+def script_module(path: Path) -> Iterator[ModuleType]:
+    """Import a file under scripts/ (not a package) as a module for the length of a test module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)

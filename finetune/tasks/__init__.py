@@ -15,6 +15,7 @@ from types import ModuleType
 
 TASK_MODULES = {
     "asr_seq2seq": "finetune.tasks.asr_seq2seq",
+    "asr_distill": "finetune.tasks.asr_distill",
     "asr_ctc": "finetune.tasks.asr_ctc",
     "audio_classification": "finetune.tasks.audio_classification",
     "intent": "finetune.tasks.intent",
