@@ -74,6 +74,7 @@ class TranscribeOptions:
     progress: bool | None = None  # None: only on a terminal
     threads: int | None = None  # torch CPU threads; fewer than cores helps on a busy machine
     quantize: str = "none"  # "int8": dynamic int8 Linear layers for CPU decoding (see finetune.models.quantize)
+    num_beams: int | None = None  # None: the pipeline's default for Whisper (5, as OpenAI's); 1: greedy
 
     def __post_init__(self) -> None:
         if self.long_form not in LONG_FORM_MODES:
@@ -86,6 +87,8 @@ class TranscribeOptions:
             raise ValueError(f"chunk_length_s must be positive, got {self.chunk_length_s}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if self.num_beams is not None and self.num_beams < 1:
+            raise ValueError(f"num_beams must be at least 1, got {self.num_beams}")
         if self.quantize not in QUANTIZE_MODES:
             raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, got {self.quantize!r}")
         if self.stride_length_s is not None and self.stride_length_s < 0:
@@ -258,6 +261,8 @@ class Transcriber:
                 pending.append((path, audio.size / self.sampling_rate))
                 yield {"raw": audio, "sampling_rate": self.sampling_rate}
 
+        if self.options.num_beams is not None and self.is_whisper:
+            call_kwargs = {**call_kwargs, "generate_kwargs": {"num_beams": self.options.num_beams}}
         for output in self.pipe(inputs(), batch_size=batch_size, **call_kwargs):
             path, duration = pending.popleft()
             yield from self._flush(order, failures, stats, until=path)

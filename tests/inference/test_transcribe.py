@@ -122,7 +122,7 @@ def test_sequential_long_form_batches_short_and_long_files(short_whisper: Path, 
 
 def test_clips_that_fit_one_window_skip_timestamp_decoding(short_whisper: Path, clips: dict) -> None:
     """Short clips without timestamps asked are decoded plainly; only the long file walks by timestamps."""
-    transcriber = Transcriber(short_whisper, TranscribeOptions(batch_size=4, progress=False))
+    transcriber = Transcriber(short_whisper, TranscribeOptions(batch_size=4, progress=False, num_beams=2))
     original, calls = transcriber.pipe, []
 
     class Spy:
@@ -137,6 +137,7 @@ def test_clips_that_fit_one_window_skip_timestamp_decoding(short_whisper: Path, 
     results = list(transcriber([clips["a"], clips["b"], clips["long"]]))
     assert [r.source.name for r in results] == ["a.wav", "b.flac", "long.wav"] and all(r.transcript for r in results)
     assert [c.get("return_timestamps") for c in calls] == [None, True]
+    assert all(c["generate_kwargs"] == {"num_beams": 2} for c in calls)
 
 
 def test_ctc_models_are_chunked_and_get_segments_from_word_times(tiny_ctc: Path, clips: dict, tmp_path: Path) -> None:
@@ -163,6 +164,8 @@ def test_window_and_option_checks(short_whisper: Path) -> None:
         TranscribeOptions(timestamps="char")
     with pytest.raises(ValueError, match="long_form must be one of"):
         TranscribeOptions(long_form="parallel")
+    with pytest.raises(ValueError, match="num_beams must be at least 1"):
+        TranscribeOptions(num_beams=0)
     assert Transcriber(short_whisper, TranscribeOptions(stride_length_s=2)).long_form == "chunked"
 
 
