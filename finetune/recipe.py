@@ -135,3 +135,38 @@ def save_run_config(output_dir: str | os.PathLike, values: dict[str, Any]) -> No
     tmp = path.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(safe, sort_keys=False), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def asr_results_payload(task: str, metrics: dict[str, Any], model: str, data_args: Any, report: Any,
+                        split: str | None = None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """eval_results.json for a speech recognizer: where it was scored, WER/CER raw and normalized, speed,
+    and any ``extra`` metric keys the recipe adds (e.g. CTC's decoding mode)."""
+    payload = {
+        "task": task,
+        "model": str(model),
+        "dataset": data_args.eval_dataset_name or data_args.dataset_name,
+        "split": split or data_args.eval_split_name,
+        "num_samples": metrics["num_samples"],
+        **{key: metrics[key] for key in extra if key in metrics},
+        **{key: metrics[key] for key in ("wer", "cer", "wer_raw", "cer_raw", "runtime_s", "seconds_per_sample")},
+    }
+    if report is not None:
+        payload["skipped_rows"] = len(report.bad)
+    return payload
+
+
+def asr_headline(metrics: dict[str, Any]) -> str:
+    return (f"WER {metrics['wer']:.2%} (raw {metrics['wer_raw']:.2%}), CER {metrics['cer']:.2%} "
+            f"on {metrics['num_samples']} utterances")
+
+
+def utterance_rows(sources: list[str | None], references: list[str], predictions: list[str],
+                   normalizer: Any) -> list[dict[str, Any]]:
+    """predictions.jsonl rows: file, reference, prediction and that utterance's WER."""
+    from finetune.metrics import utterance_wer
+
+    return [
+        {"source_file": Path(src).name if src else "", "reference": ref, "prediction": hyp,
+         "wer": utterance_wer(hyp, ref, normalizer)}
+        for src, ref, hyp in zip(sources, references, predictions)
+    ]

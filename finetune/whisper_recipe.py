@@ -7,7 +7,6 @@ in how the model is built and which loss trains it; tasks never import each othe
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,9 +17,16 @@ from finetune.data.collators import IGNORE_INDEX, SpeechSeq2SeqCollator
 from finetune.data.report import BadRow, DataReport, write_reports
 from finetune.data.speech import load_speech_split
 from finetune.data.text import scoring_normalizer
-from finetune.metrics import asr_metrics, utterance_wer
+from finetune.metrics import asr_metrics
 from finetune.models.whisper import context_seconds, load_whisper
-from finetune.recipe import predict_in_order, strip_prefix, trainer_callbacks, write_eval_outputs
+from finetune.recipe import (
+    asr_results_payload,
+    predict_in_order,
+    strip_prefix,
+    trainer_callbacks,
+    utterance_rows,
+    write_eval_outputs,
+)
 from finetune.trainers import finetune_trainer
 
 # Trainer defaults that differ from transformers' own, for every Whisper recipe
@@ -131,39 +137,13 @@ def evaluate_generation(trainer: Seq2SeqTrainer, dataset, processor, prefix: str
     predictions, references = decode_ids(output.predictions, output.label_ids, processor.tokenizer)
     normalizer = scoring_normalizer("en")
     sources = dataset["source_file"]
-    rows = [
-        {"source_file": Path(src).name if src else "", "reference": ref, "prediction": hyp,
-         "wer": utterance_wer(hyp, ref, normalizer)}
-        for src, ref, hyp in zip(sources, references, predictions)
-    ]
+    rows = utterance_rows(sources, references, predictions, normalizer)
     metrics = strip_prefix(output.metrics, prefix)
     metrics.update(num_samples=len(rows), runtime_s=round(elapsed, 3),
                    seconds_per_sample=round(elapsed / max(len(rows), 1), 4), predictions=rows)
     return metrics
 
 
-
 def results_payload(metrics: dict[str, Any], model: str, data_args: DataArguments, report: DataReport | None,
                     split: str | None = None, task: str = "asr_seq2seq") -> dict[str, Any]:
-    payload = {
-        "task": task,
-        "model": str(model),
-        "dataset": data_args.eval_dataset_name or data_args.dataset_name,
-        "split": split or data_args.eval_split_name,
-        "num_samples": metrics["num_samples"],
-        "wer": metrics["wer"],
-        "cer": metrics["cer"],
-        "wer_raw": metrics["wer_raw"],
-        "cer_raw": metrics["cer_raw"],
-        "runtime_s": metrics["runtime_s"],
-        "seconds_per_sample": metrics["seconds_per_sample"],
-    }
-    if report is not None:
-        payload["skipped_rows"] = len(report.bad)
-    return payload
-
-
-
-def headline(metrics: dict[str, Any]) -> str:
-    return (f"WER {metrics['wer']:.2%} (raw {metrics['wer_raw']:.2%}), CER {metrics['cer']:.2%} "
-            f"on {metrics['num_samples']} utterances")
+    return asr_results_payload(task, metrics, model, data_args, report, split)

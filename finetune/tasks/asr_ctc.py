@@ -22,7 +22,7 @@ from finetune.data.collators import IGNORE_INDEX, CTCCollator
 from finetune.data.report import BadRow, DataReport, write_reports
 from finetune.data.speech import load_speech_split
 from finetune.data.text import scoring_normalizer
-from finetune.metrics import asr_metrics, utterance_wer
+from finetune.metrics import asr_metrics
 from finetune.models.ctc import (
     CTC_ARCHITECTURES,
     DELIMITER,
@@ -46,11 +46,14 @@ from finetune.models.ctc_decoding import (
     write_arpa,
 )
 from finetune.recipe import (
+    asr_headline,
+    asr_results_payload,
     checkpoint_to_resume,
     predict_in_order,
     save_trained,
     strip_prefix,
     trainer_callbacks,
+    utterance_rows,
     write_eval_outputs,
 )
 
@@ -122,7 +125,7 @@ def train(
     results: dict[str, Any] = {}
     if run.evaluate_before_training and eval_set is not None and resume_from is None:
         results["zero_shot"] = _evaluate(trainer, eval_set, processor, CTCDecodingArguments(), None)
-        logger.info("before training: %s", _headline(results["zero_shot"]))
+        logger.info("before training: %s", asr_headline(results["zero_shot"]))
     train_output = trainer.train(resume_from_checkpoint=resume_from)
     save_trained(trainer, training_args, metric="wer" if eval_set is not None else None)
     results["train"] = train_output.metrics
@@ -143,7 +146,7 @@ def train(
                 payload["zero_shot"] = {k: results["zero_shot"][k] for k in ("loss", "wer", "cer", "wer_raw",
                                                                              "cer_raw")}
             write_eval_outputs(training_args.output_dir, payload, metrics.pop("predictions"))
-        logger.info("%s: %s", decoding.decoding, _headline(metrics))
+        logger.info("%s: %s", decoding.decoding, asr_headline(metrics))
     return results
 
 
@@ -318,11 +321,7 @@ def _evaluate(trainer: Trainer, dataset, processor, decoding: CTCDecodingArgumen
                        "Train longer, raise the learning rate (with warmup), or check that the transcripts and "
                        "vocabulary match (WER stays 1.0 until it learns to emit characters)")
     sources = dataset["source_file"]
-    rows = [
-        {"source_file": Path(src).name if src else "", "reference": ref, "prediction": hyp,
-         "wer": utterance_wer(hyp, ref, normalizer)}
-        for src, ref, hyp in zip(sources, references, predictions)
-    ]
+    rows = utterance_rows(sources, references, predictions, normalizer)
     metrics.update(decoding=decoding.decoding + ("+lm" if lm_path else ""), num_samples=len(rows),
                    runtime_s=round(elapsed, 3), seconds_per_sample=round(elapsed / max(len(rows), 1), 4),
                    predictions=rows)
@@ -331,29 +330,6 @@ def _evaluate(trainer: Trainer, dataset, processor, decoding: CTCDecodingArgumen
 
 def _results_payload(metrics: dict[str, Any], model: str, data_args: DataArguments, report: DataReport | None,
                      split: str | None = None) -> dict[str, Any]:
-    payload = {
-        "task": NAME,
-        "model": str(model),
-        "dataset": data_args.eval_dataset_name or data_args.dataset_name,
-        "split": split or data_args.eval_split_name,
-        "num_samples": metrics["num_samples"],
-        "decoding": metrics["decoding"],
-        "wer": metrics["wer"],
-        "cer": metrics["cer"],
-        "wer_raw": metrics["wer_raw"],
-        "cer_raw": metrics["cer_raw"],
-        "runtime_s": metrics["runtime_s"],
-        "seconds_per_sample": metrics["seconds_per_sample"],
-    }
-    if "loss" in metrics:
-        payload["loss"] = metrics["loss"]  # CTC loss per target character
-    if "greedy" in metrics:
-        payload["greedy"] = metrics["greedy"]
-    if report is not None:
-        payload["skipped_rows"] = len(report.bad)
-    return payload
+    # loss: CTC loss per target character; greedy: the greedy figures beside beam search's
+    return asr_results_payload(NAME, metrics, model, data_args, report, split, extra=("decoding", "loss", "greedy"))
 
-
-def _headline(metrics: dict[str, Any]) -> str:
-    return (f"WER {metrics['wer']:.2%} (raw {metrics['wer_raw']:.2%}), CER {metrics['cer']:.2%} "
-            f"on {metrics['num_samples']} utterances")

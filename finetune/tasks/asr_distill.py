@@ -26,7 +26,14 @@ from finetune.models.distill import (
     student_layer_ids,
 )
 from finetune.models.whisper import context_seconds, freeze_for_finetuning, load_whisper
-from finetune.recipe import checkpoint_to_resume, predict_in_order, save_trained, trainer_callbacks, write_eval_outputs
+from finetune.recipe import (
+    asr_headline,
+    checkpoint_to_resume,
+    predict_in_order,
+    save_trained,
+    trainer_callbacks,
+    write_eval_outputs,
+)
 from finetune import whisper_recipe
 from finetune.trainers import finetune_trainer
 
@@ -78,7 +85,7 @@ def train(
     if run.evaluate_before_training and eval_set is not None and resume_from is None:
         teacher_scorer = whisper_recipe.whisper_trainer(teacher, processor, training_args, None, eval_set)
         results["teacher"] = whisper_recipe.evaluate_generation(teacher_scorer, eval_set, processor, "teacher")
-        logger.info("teacher: %s", whisper_recipe.headline(results["teacher"]))
+        logger.info("teacher: %s", asr_headline(results["teacher"]))
 
     # the Whisper recipe's trainer brings the collator and metrics; only the training loss differs
     scorer = whisper_recipe.whisper_trainer(student, processor, training_args, None, eval_set)
@@ -102,7 +109,7 @@ def train(
 
     if eval_set is not None:
         results["eval"] = whisper_recipe.evaluate_generation(trainer, eval_set, processor, "eval")
-        logger.info("student: %s", whisper_recipe.headline(results["eval"]))
+        logger.info("student: %s", asr_headline(results["eval"]))
         if trainer.is_world_process_zero():
             payload = whisper_recipe.results_payload(results["eval"], distill_args.teacher_model_name_or_path,
                                                      data_args, eval_report, task=NAME)

@@ -21,12 +21,11 @@ from finetune.models.whisper import (
     load_whisper,
     set_encoder_context,
 )
-from finetune.recipe import checkpoint_to_resume, save_trained, write_eval_outputs
+from finetune.recipe import asr_headline, checkpoint_to_resume, save_trained, write_eval_outputs
 from finetune.whisper_recipe import (
     WHISPER_DEFAULTS,
     evaluate_generation,
     evaluate_saved,
-    headline,
     prepare_split,
     results_payload,
     whisper_trainer,
@@ -80,7 +79,7 @@ def train(
     if run.evaluate_before_training and eval_set is not None and resume_from is None:
         zero_shot_trainer = whisper_trainer(model, processor, training_args, None, eval_set)
         results["zero_shot"] = evaluate_generation(zero_shot_trainer, eval_set, processor, "zero_shot")
-        logger.info("zero-shot: %s", headline(results["zero_shot"]))
+        logger.info("zero-shot: %s", asr_headline(results["zero_shot"]))
 
     set_encoder_context(model, processor, whisper_args.encoder_context_seconds)
     freeze_for_finetuning(model, freeze_encoder=whisper_args.freeze_encoder)
@@ -95,7 +94,7 @@ def train(
 
     if eval_set is not None:
         results["eval"] = evaluate_generation(trainer, eval_set, processor, "eval")
-        logger.info("fine-tuned: %s", headline(results["eval"]))
+        logger.info("fine-tuned: %s", asr_headline(results["eval"]))
         if trainer.is_world_process_zero():
             payload = results_payload(results["eval"], model_args.model_name_or_path, data_args, eval_report)
             if "zero_shot" in results:
