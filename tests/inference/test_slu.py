@@ -12,7 +12,7 @@ import soundfile as sf
 
 from finetune.cli import main
 from finetune.inference.slu import SpokenCommandPipeline
-from tests.helpers import tone
+from tests.helpers import tone, whisper_stopping_early
 from tests.intent_helpers import build_tiny_bert
 
 LABELS = ["BookRestaurant", "GetWeather", "PlayMusic"]
@@ -32,15 +32,7 @@ def intent_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def asr_dir(tiny_whisper_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random Whisper, told to stop after a few tokens (random weights rarely say end-of-text)."""
-    from transformers import GenerationConfig
-
-    target = tmp_path_factory.mktemp("tiny-asr")
-    for path in tiny_whisper_dir.iterdir():
-        (target / path.name).write_bytes(path.read_bytes())
-    generation = GenerationConfig.from_pretrained(target)
-    generation.max_length = 6
-    generation.save_pretrained(target)
-    return target
+    return whisper_stopping_early(tiny_whisper_dir, tmp_path_factory.mktemp("tiny-asr"), max_length=6)
 
 
 @pytest.fixture(scope="module")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 
+from tests.helpers import script_module
 from tests.intent_helpers import write_jsonl
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_spoken_snips.py"
@@ -24,14 +23,8 @@ QUERIES = [
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("make_spoken_snips", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
+    with script_module(SCRIPT) as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def test_plan_is_seeded_per_split_and_keeps_the_order(script) -> None:
