@@ -3,12 +3,17 @@
     python scripts/bench_train.py [--data ../shared/data/fsdd] [--steps 60] [--eval-samples 300]
 
 Both variants fine-tune Whisper tiny.en (offline weights) on the same FSDD training clips with the same
-hyperparameters (AdamW, lr, warmup, batch 8, fp32, same seed and step count), each in its own process
+hyperparameters (AdamW, lr, warmup, batch 8, fp32, same seed and step count, the whole training split
+shuffled by the Trainer's seeded sampler: FSDD's files are sorted by digit), each in its own process
 so that peak memory is its own, on the same machine in one run:
 
 - baseline: what the transformers speech-recognition example does: log-mel features computed up front
   and padded to Whisper's 30 seconds, a plain padding collator, Seq2SeqTrainer, no length grouping.
 - finetune: `finetune train` with `encoder_context_seconds: 2` (the recommended path for short clips).
+- finetune-lora: the same with LoRA adapters (peft) on the attention projections, merged after training.
+
+--variants picks which run (results merge into --out, so variants can be run one at a time); --device cuda
+with --bf16 measures a GPU (peak GPU memory is then reported beside peak RSS).
 
 Each is then scored on the test split (greedy, WER after Whisper's English normalization). Prints a
 table and the throughput ratio; writes JSON to --out.
@@ -41,11 +46,11 @@ def run_baseline(args: argparse.Namespace, output_dir: Path) -> dict:
     from finetune.metrics import asr_metrics
     from finetune.models.registry import resolve_model_path
 
-    path = resolve_model_path("offline:whisper-tiny.en")
+    path = resolve_model_path(args.model)
     model = WhisperForConditionalGeneration.from_pretrained(path)
     processor = WhisperProcessor.from_pretrained(path)
     data_args = DataArguments(dataset_name=args.data, text_column_name="transcript")
-    train, _ = load_speech_split(data_args, "train", sampling_rate=16000, max_samples=args.steps * args.batch_size)
+    train, _ = load_speech_split(data_args, "train", sampling_rate=16000)  # all of it: FSDD is sorted by digit
     test, _ = load_speech_split(data_args, "test", sampling_rate=16000, max_samples=args.eval_samples)
 
     def features(batch: dict) -> dict:
@@ -71,7 +76,7 @@ def run_baseline(args: argparse.Namespace, output_dir: Path) -> dict:
         output_dir=str(output_dir), per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=16,
         learning_rate=args.lr, warmup_steps=10, max_steps=args.steps, weight_decay=0.01, seed=42,
         save_strategy="no", report_to="none", logging_steps=10, predict_with_generate=True,
-        generation_max_length=args.generation_max_length, remove_unused_columns=False, use_cpu=True,
+        generation_max_length=args.generation_max_length, remove_unused_columns=False, **_device_settings(args),
     )
     trainer = Seq2SeqTrainer(model=model, args=training_args, train_dataset=train, data_collator=collate)
     started = time.perf_counter()
@@ -84,26 +89,36 @@ def run_baseline(args: argparse.Namespace, output_dir: Path) -> dict:
     predictions = processor.tokenizer.batch_decode(np.where(output.predictions < 0, pad, output.predictions),
                                                    skip_special_tokens=True)
     metrics = asr_metrics(predictions, list(test["text"]))
-    audio_seconds = float(sum(train["duration"][: args.steps * args.batch_size]))
+    audio_seconds = float(np.mean(train["duration"])) * args.steps * args.batch_size
     return _summary(train_seconds, eval_seconds, audio_seconds, args, metrics, len(predictions))
 
 
-def run_finetune(args: argparse.Namespace, output_dir: Path) -> dict:
+def _device_settings(args: argparse.Namespace) -> dict:
+    """TrainingArguments that place the run: CPU, or the GPU in bf16 when asked."""
+    if args.device == "cpu":
+        return {"use_cpu": True}
+    return {"bf16": args.bf16, "dataloader_num_workers": args.workers}
+
+
+def run_finetune(args: argparse.Namespace, output_dir: Path, extra: dict | None = None) -> dict:
     """finetune's own recipe with the short encoder context, through its public entry point."""
     import yaml
 
     from finetune.cli import main
 
     config = output_dir / "bench.yaml"
-    config.write_text(yaml.safe_dump({
-        "task": "asr_seq2seq", "model_name_or_path": "offline:whisper-tiny.en", "encoder_context_seconds": 2,
+    settings = {
+        **_device_settings(args),
+        "task": "asr_seq2seq", "encoder_context_seconds": 2, "evaluate_before_training": False,
         "dataset_name": args.data, "text_column_name": "transcript", "max_duration_in_seconds": 2,
-        "max_train_samples": args.steps * args.batch_size, "max_eval_samples": args.eval_samples,
+        "on_bad_rows": "skip",  # FSDD's 2 training clips over 2 s (the baseline's 30 s holds them)
+        "max_eval_samples": args.eval_samples,
         "output_dir": str(output_dir / "run"), "per_device_train_batch_size": args.batch_size,
         "per_device_eval_batch_size": 16, "learning_rate": args.lr, "warmup_steps": 10, "max_steps": args.steps,
-        "weight_decay": 0.01, "seed": 42, "save_strategy": "no", "logging_steps": 10, "use_cpu": True,
-        "generation_max_length": args.generation_max_length,
-    }))
+        "weight_decay": 0.01, "seed": 42, "save_strategy": "no", "logging_steps": 10,
+        "model_name_or_path": args.model, "generation_max_length": args.generation_max_length,
+    }
+    config.write_text(yaml.safe_dump({**settings, **(extra or {})}))
     assert main(["train", str(config)]) == 0
     run = output_dir / "run"
     state = json.loads((run / "trainer_state.json").read_text())
@@ -113,9 +128,9 @@ def run_finetune(args: argparse.Namespace, output_dir: Path) -> dict:
     from finetune.data.speech import load_speech_split
 
     train, _ = load_speech_split(DataArguments(dataset_name=args.data, text_column_name="transcript",
-                                               max_duration_in_seconds=2), "train", sampling_rate=16000,
-                                 max_samples=args.steps * args.batch_size)
-    audio_seconds = float(sum(train["duration"]))
+                                               max_duration_in_seconds=2, on_bad_rows="skip"), "train",
+                                 sampling_rate=16000)
+    audio_seconds = sum(train["duration"]) / len(train) * args.steps * args.batch_size  # expected, shuffled
     metrics = {k: results[k] for k in ("wer", "cer", "wer_raw", "cer_raw")}
     return _summary(train_seconds, results["runtime_s"], audio_seconds, args, metrics, results["num_samples"])
 
@@ -128,10 +143,28 @@ def _summary(train_seconds: float, eval_seconds: float, audio_seconds: float, ar
         "samples_per_second": round(samples / train_seconds, 3),
         "audio_seconds_per_second": round(audio_seconds / train_seconds, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **_peak_gpu_memory(),
         "eval_seconds_per_clip": round(eval_seconds / max(n, 1), 4),
         "eval_clips": n,
         **{k: round(v, 4) for k, v in metrics.items()},
     }
+
+
+def _peak_gpu_memory() -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+            "gpu": torch.cuda.get_device_name()}
+
+
+RUNNERS = {
+    "baseline": run_baseline,
+    "finetune": run_finetune,
+    "finetune-lora": lambda args, out: run_finetune(args, out, {"lora_r": 16, "lora_alpha": 32,
+                                                                  "learning_rate": args.lr * 10}),
+}
 
 
 def main() -> None:
@@ -142,46 +175,78 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--eval-samples", type=int, default=300)
     parser.add_argument("--generation-max-length", type=int, default=32)
+    parser.add_argument("--model", default="offline:whisper-tiny.en")
+    parser.add_argument("--variants", default="baseline,finetune,finetune-lora")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--workers", type=int, default=2, help="dataloader workers on --device cuda")
     parser.add_argument("--out", default=str(ROOT / "scripts" / "results" / "bench_train.json"))
-    parser.add_argument("--variant", choices=["baseline", "finetune"], help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--result-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.variant:  # child process: one variant, result to a file
+        import torch
+
+        torch.set_num_threads(args.threads)
         with tempfile.TemporaryDirectory() as tmp:
-            runner = run_baseline if args.variant == "baseline" else run_finetune
-            result = runner(args, Path(tmp))
+            result = RUNNERS[args.variant](args, Path(tmp))
         Path(args.result_file).write_text(json.dumps(result))
         return
 
-    results = {}
-    for variant in ("baseline", "finetune"):
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    settings = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "eval_samples", "threads", "device",
+                                               "bf16", "model", "workers")}
+    results = previous.get("results", {}) if previous.get("settings") == settings else {}
+    for variant in args.variants.split(","):
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
             result_file = handle.name
         command = [sys.executable, __file__, "--variant", variant, "--result-file", result_file,
                    "--data", args.data, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
                    "--lr", str(args.lr), "--eval-samples", str(args.eval_samples),
-                   "--generation-max-length", str(args.generation_max_length)]
+                   "--generation-max-length", str(args.generation_max_length), "--model", args.model,
+                   "--threads", str(args.threads), "--device", args.device, "--workers", str(args.workers)]
+        command += ["--bf16"] if args.bf16 else []
         print(f"running {variant} ...", flush=True)
-        subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        subprocess.run(command, check=True, cwd=ROOT,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)})
         results[variant] = json.loads(Path(result_file).read_text())
         os.unlink(result_file)
-    ratio = results["finetune"]["samples_per_second"] / results["baseline"]["samples_per_second"]
-    payload = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",
-        "settings": {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "eval_samples")},
-        "results": results,
-        "throughput_ratio": round(ratio, 2),
-        "wer_difference_points": round(100 * (results["finetune"]["wer"] - results["baseline"]["wer"]), 2),
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\n| variant | s/step | samples/s | audio s/s | peak RSS MB | eval s/clip | WER |")
-    print("|---|---|---|---|---|---|---|")
+        _write(out, args, settings, results)  # after every variant: a later failure loses nothing
+    _print_table(_write(out, args, settings, results), results)
+
+
+def _write(out: Path, args: argparse.Namespace, settings: dict, results: dict) -> dict:
+    baseline = results.get("baseline")
+    for r in results.values():
+        if baseline:
+            r["throughput_vs_baseline"] = round(r["samples_per_second"] / baseline["samples_per_second"], 2)
+            r["wer_vs_baseline_points"] = round(100 * (r["wer"] - baseline["wer"]), 2)
+    payload = {"machine": _machine(args), "settings": settings, "results": results}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    return payload
+
+
+def _print_table(payload: dict, results: dict) -> None:
+    print(f"\n{payload['machine']}")
+    print("| variant | s/step | samples/s | audio s/s | peak RSS MB | peak GPU MB | eval s/clip | WER | throughput vs baseline |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['seconds_per_step']} | {r['samples_per_second']} | {r['audio_seconds_per_second']} | "
-              f"{r['peak_rss_mb']} | {r['eval_seconds_per_clip']} | {r['wer']:.2%} |")
-    print(f"\nthroughput ratio finetune/baseline: {ratio:.2f}x; WER difference {payload['wer_difference_points']} points")
+              f"{r['peak_rss_mb']} | {r.get('peak_gpu_memory_mb', '-')} | {r['eval_seconds_per_clip']} | "
+              f"{r['wer']:.2%} | {r.get('throughput_vs_baseline', '-')}x |")
+
+
+def _machine(args: argparse.Namespace) -> str:
+    import torch
+
+    where = f"{platform.machine()}, {os.cpu_count()} CPU cores, {args.threads} torch threads"
+    if args.device == "cuda" and torch.cuda.is_available():
+        where = f"{torch.cuda.get_device_name()} ({'bf16' if args.bf16 else 'fp32'}), " + where
+    return where + f", torch {torch.__version__}"
 
 
 if __name__ == "__main__":
