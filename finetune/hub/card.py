@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -30,10 +31,24 @@ import yaml
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "model_cards" / "template.md"
+# model_cards/template.md: read from the source tree (editable installs), or from where a wheel installs it
+# (pyproject's data-files: <prefix>/share/finetune/model_cards/)
+TEMPLATE_CANDIDATES = (
+    Path(__file__).resolve().parents[2] / "model_cards" / "template.md",
+    Path(sys.prefix) / "share" / "finetune" / "model_cards" / "template.md",
+)
 CARD_NAME = "README.md"
 TRAINING_CURVE = "training_curve.png"
 CONFUSION_MATRIX = "confusion_matrix.png"
+
+
+def default_template() -> Path:
+    """The model card template shipped with finetune."""
+    for candidate in TEMPLATE_CANDIDATES:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"model card template not found in {[str(c) for c in TEMPLATE_CANDIDATES]}: "
+                            "reinstall finetune, or pass template=")
 
 # task name in eval_results.json -> Hub pipeline tag
 TASK_PIPELINES = {
@@ -172,7 +187,7 @@ def render_model_card(model_dir: Path, *, repo_id: str | None = None, license: s
         "training_curve": _training_curve(model_dir, state, training_args),
         "framework_versions": _framework_versions(),
     }
-    card = ModelCard.from_template(card_data, template_path=str(template or TEMPLATE), **context)
+    card = ModelCard.from_template(card_data, template_path=str(template or default_template()), **context)
     return re.sub(r"\n{3,}", "\n\n", str(card)).rstrip() + "\n"
 
 

@@ -148,3 +148,17 @@ def test_ctc_model_trained_from_scratch(tmp_path: Path) -> None:
     assert "trained from scratch" in card.text
     assert "Trained from random initialisation with the architecture in `configs/models/small.json`." in card.text
     assert 'chunk_length_s=20, return_timestamps="word"' in card.text  # CTC pipelines time words, not segments
+
+
+def test_template_is_found_outside_the_source_tree(tmp_path: Path, monkeypatch) -> None:
+    """A wheel install has no model_cards/ beside the package: the copy under <prefix>/share is used."""
+    from finetune.hub import card
+
+    installed = tmp_path / "share" / "finetune" / "model_cards" / "template.md"
+    installed.parent.mkdir(parents=True)
+    installed.write_text(card.default_template().read_text())
+    monkeypatch.setattr(card, "TEMPLATE_CANDIDATES", (tmp_path / "missing" / "template.md", installed))
+    assert card.default_template() == installed
+    monkeypatch.setattr(card, "TEMPLATE_CANDIDATES", (tmp_path / "missing" / "template.md",))
+    with pytest.raises(FileNotFoundError, match="model card template not found"):
+        card.default_template()
