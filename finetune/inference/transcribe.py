@@ -75,6 +75,9 @@ class TranscribeOptions:
     threads: int | None = None  # torch CPU threads; fewer than cores helps on a busy machine
     quantize: str = "none"  # "int8": dynamic int8 Linear layers for CPU decoding (see finetune.models.quantize)
     num_beams: int | None = None  # None: the pipeline's default for Whisper (5, as OpenAI's); 1: greedy
+    # clips that fit one window: at most this many new tokens a second of audio (+10), so a model caught in a
+    # repetition loop stops early instead of running to 448 tokens; fast speech is ~5 Whisper tokens/s
+    max_tokens_per_second: float | None = 10.0
 
     def __post_init__(self) -> None:
         if self.long_form not in LONG_FORM_MODES:
@@ -87,6 +90,8 @@ class TranscribeOptions:
             raise ValueError(f"chunk_length_s must be positive, got {self.chunk_length_s}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if self.max_tokens_per_second is not None and self.max_tokens_per_second <= 0:
+            raise ValueError(f"max_tokens_per_second must be positive (or None), got {self.max_tokens_per_second}")
         if self.num_beams is not None and self.num_beams < 1:
             raise ValueError(f"num_beams must be at least 1, got {self.num_beams}")
         if self.quantize not in QUANTIZE_MODES:
@@ -206,8 +211,8 @@ class Transcriber:
         counter = self._count_windows(bar, stats)
         try:
             if self.long_form == "sequential":
-                for group, one_window in self._sequential_groups(files):
-                    yield from self._decode(group, stats, len(group), self._call_kwargs(one_window))
+                for group, longest in self._sequential_groups(files):
+                    yield from self._decode(group, stats, len(group), self._call_kwargs(one_window_s=longest))
             else:
                 yield from self._decode(files, stats, self.options.batch_size, self._call_kwargs())
         finally:
@@ -216,9 +221,9 @@ class Transcriber:
                 bar.close()
             stats.wall_seconds = time.perf_counter() - stats.started
 
-    def _sequential_groups(self, files: list[Path]) -> Iterator[tuple[list[Path], bool]]:
-        """Runs of up to batch_size files that fit one window, and each longer file alone (with whether
-        the group fits one window).
+    def _sequential_groups(self, files: list[Path]) -> Iterator[tuple[list[Path], float | None]]:
+        """Runs of up to batch_size files that fit one window, and each longer file alone (with the
+        longest duration in a group that fits one window, None for a longer file).
 
         The pipeline's batching pads features along the wrong axis when their lengths differ, and a
         recording longer than the window keeps its full length in sequential mode, so it goes alone.
@@ -226,23 +231,25 @@ class Transcriber:
         from finetune.data.audio import audio_duration
 
         group: list[Path] = []
+        longest = 0.0
         for path in files:
             try:
-                fits = audio_duration(path) <= self.context_s - 0.05
+                duration = audio_duration(path)
             except (AudioDecodeError, TypeError):
-                fits = True  # decoding will fail and report it; it changes no batch shape
-            if not fits:
+                duration = 0.0  # decoding will fail and report it; it changes no batch shape
+            if duration > self.context_s - 0.05:
                 if group:
-                    yield group, True
-                    group = []
-                yield [path], False
+                    yield group, longest
+                    group, longest = [], 0.0
+                yield [path], None
                 continue
             group.append(path)
+            longest = max(longest, duration)
             if len(group) == self.options.batch_size:
-                yield group, True
-                group = []
+                yield group, longest
+                group, longest = [], 0.0
         if group:
-            yield group, True
+            yield group, longest
 
     def _decode(self, files: list[Path], stats: RunStats, batch_size: int,
                 call_kwargs: dict[str, Any]) -> Iterator[TranscriptionResult]:
@@ -261,8 +268,6 @@ class Transcriber:
                 pending.append((path, audio.size / self.sampling_rate))
                 yield {"raw": audio, "sampling_rate": self.sampling_rate}
 
-        if self.options.num_beams is not None and self.is_whisper:
-            call_kwargs = {**call_kwargs, "generate_kwargs": {"num_beams": self.options.num_beams}}
         for output in self.pipe(inputs(), batch_size=batch_size, **call_kwargs):
             path, duration = pending.popleft()
             yield from self._flush(order, failures, stats, until=path)
@@ -284,9 +289,21 @@ class Transcriber:
             logger.error("skipped %s", failed.error)
             yield failed
 
-    def _call_kwargs(self, one_window: bool = False) -> dict[str, Any]:
+    def _call_kwargs(self, one_window_s: float | None = None) -> dict[str, Any]:
+        """Pipeline arguments for one call; ``one_window_s``: the group fits one window, its longest clip."""
+        kwargs = self._window_kwargs(one_window_s)
+        generate: dict[str, Any] = {}
+        if self.is_whisper and self.options.num_beams is not None:
+            generate["num_beams"] = self.options.num_beams
+        if self.is_whisper and one_window_s is not None and self.options.max_tokens_per_second is not None:
+            generate["max_new_tokens"] = min(math.ceil(one_window_s * self.options.max_tokens_per_second) + 10, 440)
+        if generate:
+            kwargs["generate_kwargs"] = generate
+        return kwargs
+
+    def _window_kwargs(self, one_window_s: float | None) -> dict[str, Any]:
         mode = self.options.timestamps
-        if self.long_form == "sequential" and one_window and mode == "none":
+        if self.long_form == "sequential" and one_window_s is not None and mode == "none":
             # clips that fit one window: plain decoding, no timestamp tokens to predict (faster, and a
             # model fine-tuned without timestamps is decoded the way it was trained)
             return {}
