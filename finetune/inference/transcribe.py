@@ -296,7 +296,10 @@ class Transcriber:
         if self.is_whisper and self.options.num_beams is not None:
             generate["num_beams"] = self.options.num_beams
         if self.is_whisper and one_window_s is not None and self.options.max_tokens_per_second is not None:
-            generate["max_new_tokens"] = min(math.ceil(one_window_s * self.options.max_tokens_per_second) + 10, 440)
+            # as max_length (the saved generation config sets it; max_new_tokens beside it warns every call):
+            # + 10 tokens of slack + up to 4 prefix tokens (start, language, task, no-timestamps)
+            budget = math.ceil(one_window_s * self.options.max_tokens_per_second) + 10 + 4
+            generate["max_length"] = min(budget, self.pipe.model.config.max_target_positions)
         if generate:
             kwargs["generate_kwargs"] = generate
         return kwargs

@@ -137,8 +137,8 @@ def test_clips_that_fit_one_window_skip_timestamp_decoding(short_whisper: Path, 
     results = list(transcriber([clips["a"], clips["b"], clips["long"]]))
     assert [r.source.name for r in results] == ["a.wav", "b.flac", "long.wav"] and all(r.transcript for r in results)
     assert [c.get("return_timestamps") for c in calls] == [None, True]
-    # the short group's output is capped by its longest clip (2.0 s x 10 tokens/s + 10): no runaway repetition
-    assert [c["generate_kwargs"] for c in calls] == [{"num_beams": 2, "max_new_tokens": 30}, {"num_beams": 2}]
+    # the short group's output is capped by its longest clip (2.0 s x 10 tokens/s + 10 + 4 prefix tokens)
+    assert [c["generate_kwargs"] for c in calls] == [{"num_beams": 2, "max_length": 34}, {"num_beams": 2}]
 
 
 def test_ctc_models_are_chunked_and_get_segments_from_word_times(tiny_ctc: Path, clips: dict, tmp_path: Path) -> None:
