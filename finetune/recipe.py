@@ -20,6 +20,18 @@ from finetune.data.report import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
+# Trainer defaults (differing from transformers' own) for every recipe that reads audio
+AUDIO_TRAINER_DEFAULTS: dict[str, Any] = {
+    "remove_unused_columns": False,  # the collators need the raw audio column
+    "label_names": ["labels"],
+    "length_column_name": "duration",
+    "report_to": "none",
+    "save_total_limit": 2,
+}
+# ...and for the speech recognizers among them: the best checkpoint is the one with the lowest WER
+ASR_TRAINER_DEFAULTS: dict[str, Any] = {**AUDIO_TRAINER_DEFAULTS, "metric_for_best_model": "wer",
+                                        "greater_is_better": False}
+
 EVAL_RESULTS = "eval_results.json"
 PREDICTIONS = "predictions.jsonl"
 RUN_CONFIG = "finetune_config.yaml"

@@ -20,6 +20,7 @@ from finetune.data.text import scoring_normalizer
 from finetune.metrics import asr_metrics
 from finetune.models.whisper import context_seconds, load_whisper
 from finetune.recipe import (
+    ASR_TRAINER_DEFAULTS,
     asr_results_payload,
     predict_in_order,
     strip_prefix,
@@ -30,16 +31,7 @@ from finetune.recipe import (
 from finetune.trainers import finetune_trainer
 
 # Trainer defaults that differ from transformers' own, for every Whisper recipe
-WHISPER_DEFAULTS: dict[str, Any] = {
-    "predict_with_generate": True,
-    "remove_unused_columns": False,  # the collator needs the raw audio column
-    "label_names": ["labels"],
-    "metric_for_best_model": "wer",
-    "greater_is_better": False,
-    "length_column_name": "duration",
-    "report_to": "none",
-    "save_total_limit": 2,
-}
+WHISPER_DEFAULTS: dict[str, Any] = {**ASR_TRAINER_DEFAULTS, "predict_with_generate": True}
 
 
 def evaluate_saved(model_dir: str, data_args: DataArguments, output_dir: str, batch_size: int = 8) -> dict[str, Any]:

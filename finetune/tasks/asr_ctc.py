@@ -46,6 +46,7 @@ from finetune.models.ctc_decoding import (
     write_arpa,
 )
 from finetune.recipe import (
+    ASR_TRAINER_DEFAULTS,
     asr_headline,
     asr_results_payload,
     checkpoint_to_resume,
@@ -63,15 +64,7 @@ NAME = "asr_ctc"
 ARCHITECTURES = CTC_ARCHITECTURES
 LANGUAGE_MODEL = "language_model.arpa"
 FRAMES = "ctc_frames"  # encoder frames of each clip, computed from its duration
-TRAINER_DEFAULTS: dict[str, Any] = {
-    "remove_unused_columns": False,  # the collator needs the raw audio column
-    "label_names": ["labels"],
-    "metric_for_best_model": "wer",
-    "greater_is_better": False,
-    "length_column_name": "duration",
-    "report_to": "none",
-    "save_total_limit": 2,
-}
+TRAINER_DEFAULTS: dict[str, Any] = dict(ASR_TRAINER_DEFAULTS)
 # model_name_or_path may be left out when model_config trains from scratch
 DEFAULTS: dict[str, Any] = {**TRAINER_DEFAULTS, "model_name_or_path": None}
 

@@ -33,6 +33,7 @@ from finetune.models.audio_classifier import (
 from finetune.models.registry import resolve_model_path
 from finetune.plots import plot_confusion_matrix
 from finetune.recipe import (
+    AUDIO_TRAINER_DEFAULTS,
     checkpoint_to_resume,
     predict_in_order,
     save_trained,
@@ -44,15 +45,7 @@ logger = logging.getLogger(__name__)
 
 NAME = "audio_classification"
 ARCHITECTURES = CLASSIFIER_ARCHITECTURES
-DEFAULTS: dict[str, Any] = {
-    "remove_unused_columns": False,  # the collator needs the raw audio column
-    "label_names": ["labels"],
-    "metric_for_best_model": "accuracy",
-    "greater_is_better": True,
-    "length_column_name": "duration",
-    "report_to": "none",
-    "save_total_limit": 2,
-}
+DEFAULTS: dict[str, Any] = {**AUDIO_TRAINER_DEFAULTS, "metric_for_best_model": "accuracy", "greater_is_better": True}
 CONFUSION_MATRIX = "confusion_matrix.png"
 
 
