@@ -78,22 +78,28 @@ def run_dataset(name: str, data_dir: Path, args: argparse.Namespace, encoder, to
     result: dict[str, Any] = {"num_intents": len(intents), "num_train": len(train), "num_test": len(test)}
 
     descriptions = intent_descriptions(intents)
-    zero = prototypes_from(embed_texts(encoder, tokenizer, [descriptions[i] for i in intents]), intents, intents)
+    description_embeddings = embed_texts(encoder, tokenizer, [descriptions[i] for i in intents])
+    zero = prototypes_from(description_embeddings, intents, intents)
     result["zero_shot"] = score(zero, test_embeddings, intents, references)
     logger.info("%s zero-shot: accuracy %.3f", name, result["zero_shot"]["accuracy"])
 
     embedder = Embedder(encoder, tokenizer, list(train["text"]), args.max_length)
     seeds = [args.seed + d for d in range(args.draws)]
-    result["centroid"] = {}
+    # centroid: the k examples alone; centroid_names: the intent's description counted as one more example
+    # (the task's descriptions_as_examples)
+    result["centroid"], result["centroid_names"] = {}, {}
     for k in args.shots:
-        started, draws = time.perf_counter(), []
-        for seed in seeds:
-            chosen = sample_per_intent(train_labels, k, seed, source=f"{name} [train]")
-            prototypes = prototypes_from(embedder.rows(chosen), [train_labels[i] for i in chosen], intents)
-            draws.append(score(prototypes, test_embeddings, intents, references))
-        result["centroid"][str(k)] = summarize(draws, seeds, time.perf_counter() - started)
-        logger.info("%s centroid k=%d: accuracy %.3f +- %.3f", name, k, result["centroid"][str(k)]["accuracy_mean"],
-                    result["centroid"][str(k)]["accuracy_std"])
+        for method, extra in (("centroid", False), ("centroid_names", True)):
+            started, draws = time.perf_counter(), []
+            for seed in seeds:
+                chosen = sample_per_intent(train_labels, k, seed, source=f"{name} [train]")
+                vectors, labels = embedder.rows(chosen), [train_labels[i] for i in chosen]
+                if extra:
+                    vectors, labels = np.vstack([vectors, description_embeddings]), labels + list(intents)
+                draws.append(score(prototypes_from(vectors, labels, intents), test_embeddings, intents, references))
+            result[method][str(k)] = summarize(draws, seeds, time.perf_counter() - started)
+            logger.info("%s %s k=%d: accuracy %.3f +- %.3f", name, method, k, result[method][str(k)]["accuracy_mean"],
+                        result[method][str(k)]["accuracy_std"])
 
     if name in args.setfit:
         result["setfit"] = run_setfit(name, train, test, intents, args, tokenizer)
@@ -138,13 +144,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2), squeeze=False)
     for ax, name in zip(axes[0], names):
         data = results["datasets"][name]
-        for method, colour in (("centroid", "tab:blue"), ("setfit", "tab:green")):
+        for method, colour in (("centroid", "tab:blue"), ("centroid_names", "tab:orange"), ("setfit", "tab:green")):
             if method not in data:
                 continue
             ks = [0] + [int(k) for k in data[method] if k.isdigit()]
             means = [data["zero_shot"]["accuracy"]] + [data[method][str(k)]["accuracy_mean"] for k in ks[1:]]
             stds = [0.0] + [data[method][str(k)]["accuracy_std"] for k in ks[1:]]
-            label = "nearest centroid" if method == "centroid" else "SetFit contrastive + centroid"
+            label = {"centroid": "nearest centroid",
+                     "centroid_names": "nearest centroid, intent name as one more example",
+                     "setfit": "SetFit contrastive + centroid"}[method]
             draws = len(data[method][str(ks[-1])]["seeds"])
             ax.errorbar(ks, means, yerr=stds, marker="o", capsize=4, color=colour,
                         label=f"{label} (mean ± std, {draws} draws)")
@@ -188,8 +196,12 @@ def main() -> None:
     results: dict[str, Any] = {"model": args.model, "draws": args.draws, "seed": args.seed,
                                "max_length": args.max_length, "std": "sample standard deviation over draws",
                                "datasets": {}}
+    earlier = json.loads(args.output.read_text(encoding="utf-8")) if args.output.is_file() else {}
     for name in args.datasets:
         results["datasets"][name] = run_dataset(name, args.data_root / name, args, encoder, tokenizer)
+        kept = earlier.get("datasets", {}).get(name, {}).get("setfit")
+        if kept and name not in args.setfit:  # SetFit is slow: keep an earlier run's figures unless it is rerun
+            results["datasets"][name]["setfit"] = kept
     results["runtime_s"] = round(time.perf_counter() - started, 1)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

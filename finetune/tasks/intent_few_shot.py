@@ -63,6 +63,10 @@ class FewShotArguments:
     intent_descriptions_file: str | None = field(
         default=None, metadata={"help": "JSON/YAML mapping intent -> short description, for zero-shot (default: "
                                         "the intent name made readable, BookRestaurant -> 'book restaurant')."})
+    descriptions_as_examples: bool = field(
+        default=True, metadata={"help": "With num_shots >= 1, also count each intent's description (or readable "
+                                        "name) as one example of it: better than the examples alone at every k "
+                                        "measured, most at k=1 (see scripts/results/few_shot.json)."})
     oos_threshold: float | None = field(
         default=None, metadata={"help": "Cosine similarity below which a query is out of scope (null: never)."})
     oos_label: str = field(default=DEFAULT_OOS_LABEL, metadata={"help": "The answer for rejected queries."})
@@ -129,9 +133,11 @@ def train(
             encoder = contrastive_tune(resolve_model_path(model_args.model_name_or_path), list(shots["text"]),
                                        list(shots["label"]), _contrastive_settings(few_args, training_args))
         texts, labels = list(shots["text"]), list(shots["label"])
+        if few_args.descriptions_as_examples:
+            texts, labels = texts + [descriptions[i] for i in intents], labels + list(intents)
     else:
         texts, labels = [descriptions[i] for i in intents], list(intents)
-    if few_args.num_shots and few_args.intent_descriptions_file:
+    if few_args.num_shots and few_args.intent_descriptions_file and not few_args.descriptions_as_examples:
         logger.warning("num_shots=%d: prototypes come from the examples; %s is not used", few_args.num_shots,
                        few_args.intent_descriptions_file)
     embeddings = embed_texts(encoder, tokenizer, texts, batch_size=few_args.embedding_batch_size,

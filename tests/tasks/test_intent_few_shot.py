@@ -129,7 +129,8 @@ def test_zero_shot_train_save_and_evaluate_through_the_cli(tmp_path: Path, tiny_
 
 def test_k_shot_prototypes_are_the_mean_of_the_drawn_examples(tmp_path: Path, tiny_encoder: Path,
                                                               data: Path) -> None:
-    assert main(["train", str(_config(tmp_path, tiny_encoder, data, num_shots=2))]) == 0
+    config = _config(tmp_path, tiny_encoder, data, num_shots=2, descriptions_as_examples=False)
+    assert main(["train", str(config)]) == 0
     run = tmp_path / "run"
     shots = [json.loads(line) for line in (run / "few_shot_examples.jsonl").read_text().splitlines()]
     assert Counter(s["intent"] for s in shots) == {"BookRestaurant": 2, "GetWeather": 2, "PlayMusic": 2}
@@ -141,6 +142,21 @@ def test_k_shot_prototypes_are_the_mean_of_the_drawn_examples(tmp_path: Path, ti
     saved = load_file(str(run / "intent_prototypes.safetensors"))["prototypes"]
     assert np.allclose(saved, expected, atol=1e-5)
     assert json.loads((run / "eval_results.json").read_text())["num_shots"] == 2
+
+
+def test_descriptions_count_as_one_more_example_when_asked(tmp_path: Path, tiny_encoder: Path,
+                                                           data: Path) -> None:
+    config = _config(tmp_path, tiny_encoder, data, num_shots=1)  # descriptions_as_examples is on by default
+    assert main(["train", str(config)]) == 0
+    run = tmp_path / "run"
+    shots = [json.loads(line) for line in (run / "few_shot_examples.jsonl").read_text().splitlines()]
+    names = intent_descriptions(sorted(DESCRIPTIONS))  # no file: the readable intent names
+    encoder, tokenizer = load_encoder(str(tiny_encoder))
+    texts = [s["text"] for s in shots] + [names[i] for i in sorted(DESCRIPTIONS)]
+    expected = prototypes_from(embed_texts(encoder, tokenizer, texts, max_length=16),
+                               [s["intent"] for s in shots] + sorted(DESCRIPTIONS), sorted(DESCRIPTIONS))
+    saved = load_file(str(run / "intent_prototypes.safetensors"))["prototypes"]
+    assert np.allclose(saved, expected, atol=1e-5)
 
 
 def test_setfit_tunes_the_encoder_then_saves_a_loadable_model(tmp_path: Path, tiny_encoder: Path,
