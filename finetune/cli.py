@@ -1,7 +1,7 @@
 """The ``finetune`` command: thin verbs over the library.
 
     finetune train CONFIG.yaml [key=value ...]
-    finetune evaluate --model DIR --data SOURCE [--split test] [--output-dir OUT]
+    finetune evaluate --model DIR --data SOURCE [--split test] [--output-dir OUT] [key=value ...]
     finetune import-whisper [--source CT2_DIR] --output-dir DIR
     finetune slu --asr DIR --intent DIR AUDIO... [--output results.json]
     finetune slu-evaluate --asr DIR --intent DIR --data SOURCE [--split test] --output-dir OUT
@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from finetune.config import ConfigError, DataArguments, apply_overrides, describe_fields, load_yaml, parse_into
+from finetune.config import ConfigError, DataArguments, load_yaml, parse_overrides
 
 logger = logging.getLogger("finetune")
 
@@ -40,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = verbs.add_parser("evaluate", help="score a saved model on a data split")
     evaluate.add_argument("--model", required=True, help="model directory (or offline:<name>)")
-    evaluate.add_argument("--data", required=True, help="audiofolder dir, manifest or Hub dataset id")
+    evaluate.add_argument("--data", default=None, help="audiofolder dir, manifest or Hub dataset id")
+    evaluate.add_argument("options", nargs="*", help="key=value evaluation options of the model's task "
+                          "(e.g. decoding=beam, unseen_eval_intents=oos, language=fr); see --list-keys")
+    evaluate.add_argument("--list-keys", action="store_true", help="print the keys evaluate accepts for this model")
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--output-dir", default=None, help="default: <model>/eval-<split>")
     evaluate.add_argument("--batch-size", type=int, default=8)
@@ -143,94 +146,63 @@ def _add_publishing_verbs(verbs) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from finetune.recipe import save_run_config
-    from finetune.tasks import get_task
+    from finetune import api
 
-    values = apply_overrides(load_yaml(args.config), args.overrides)
-    if "task" not in values:
-        raise ConfigError(f"{args.config}: the 'task' key is required (e.g. task: asr_seq2seq)")
-    task = get_task(str(values["task"]))
-    classes = task.argument_classes()
+    overrides = parse_overrides(args.overrides)
     if args.list_keys:
-        for key, default, help_text in describe_fields(classes):
-            print(f"{key} = {default}\n    {help_text}" if help_text else f"{key} = {default}")
+        values = {**load_yaml(args.config), **overrides}
+        if "task" not in values:
+            raise ConfigError(f"{args.config}: the 'task' key is required (e.g. task: asr_seq2seq)")
+        _print_keys(api.list_keys(str(values["task"])))
         return 0
-    merged = {**task.DEFAULTS, **values}
-    parsed = parse_into(classes, merged, source=args.config)
-    training_args = parsed[-1]
-    _keep_token_out_of_files(training_args)
-    # The Trainer's own push_to_hub would contact the Hub at start-up and after every save; we push
-    # once, after the model card is written, and only from the main process.
-    push = bool(getattr(training_args, "push_to_hub", False))
-    training_args.push_to_hub = False
-    if training_args.should_save:
-        save_run_config(training_args.output_dir, values)
-    results = task.train(*parsed)
-    if training_args.should_save:
+    results = api.train(args.config, **overrides)
+    if _is_main_process():
         print(json.dumps(_printable(results), indent=2))
-        _publish_trained(training_args, push)
     return 0
 
 
-def _publish_trained(training_args, push: bool) -> None:
-    """Model card for every saved model; the Hub upload when the config asked for push_to_hub."""
-    from finetune.hub.card import write_model_card
-
-    output_dir = Path(training_args.output_dir)
-    if not (output_dir / "config.json").is_file():
-        return
-    repo_id = getattr(training_args, "hub_model_id", None)
-    print(f"wrote {write_model_card(output_dir, repo_id=repo_id)}", file=sys.stderr)
-    if push:
-        from finetune.hub.push import push_model
-
-        result = push_model(output_dir, repo_id or output_dir.resolve().name,
-                            private=bool(getattr(training_args, "hub_private_repo", False)))
-        print(f"pushed {len(result.files)} files to {result.commit_url}", file=sys.stderr)
+def _print_keys(rows: list[tuple[str, str, str]]) -> None:
+    for key, default, help_text in rows:
+        print(f"{key} = {default}\n    {help_text}" if help_text else f"{key} = {default}")
 
 
-def _keep_token_out_of_files(training_args) -> None:
-    """The Trainer pickles its arguments into every checkpoint: a Hub token given in the config is
-    moved to this process's HF_TOKEN (where huggingface_hub reads it) and removed from the arguments."""
-    token = getattr(training_args, "hub_token", None)
-    if token:
-        logger.warning("hub_token in a config file is not kept in any output; prefer HF_TOKEN or `hf auth login`")
-        os.environ.setdefault("HF_TOKEN", token)
-        training_args.hub_token = None
+def _is_main_process() -> bool:
+    """Under accelerate launch every process runs the CLI; only the first one prints results."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _printable(results: dict) -> dict:
     """Headline numbers only: the per-utterance rows live in predictions.jsonl."""
     return {
         phase: {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}
-        for phase, metrics in results.items()
+        for phase, metrics in results.items() if isinstance(metrics, dict)
     }
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from finetune.models.registry import resolve_model_path
-    from finetune.tasks import detect_task, get_task
+    from finetune import api
 
-    model_dir = resolve_model_path(args.model)
-    task = get_task(detect_task(model_dir))
-    data_args = DataArguments(
-        dataset_name=args.data,
-        eval_split_name=args.split,
-        max_eval_samples=args.max_samples,
-        text_column_name=args.text_column,
-        audio_column_name=args.audio_column,
-        label_column_name=args.label_column,
-        on_bad_rows="skip" if args.skip_bad_rows else "fail",
-    )
-    output_dir = args.output_dir or str(Path(model_dir) / f"eval-{args.split}")
-    results = task.evaluate(model_dir, data_args, output_dir, batch_size=args.batch_size)
+    if args.list_keys:
+        _print_keys(api.evaluation_keys(args.model))
+        return 0
+    if not args.data:
+        raise ConfigError("evaluate: --data is required (an audiofolder dir, a manifest or a Hub dataset id)")
+    flags = {"max_eval_samples": args.max_samples, "text_column_name": args.text_column,
+             "audio_column_name": args.audio_column, "label_column_name": args.label_column}
+    options = {key: value for key, value in flags.items() if value is not None}
+    if args.skip_bad_rows:
+        options["on_bad_rows"] = "skip"
+    options.update(parse_overrides(args.options))
+    output_dir = args.output_dir or str(Path(args.model) / f"eval-{args.split}")
+    results = api.evaluate(args.model, args.data, split=args.split, output_dir=output_dir,
+                           batch_size=args.batch_size, **options)
     print(json.dumps(results, indent=2))
     print(f"wrote {Path(output_dir) / 'eval_results.json'}", file=sys.stderr)
     return 0
 
 
 def _import_whisper(args: argparse.Namespace) -> int:
-    from finetune.models.whisper_ct2 import convert_ct2_whisper
+    from finetune.convert.ct2_import import convert_ct2_whisper
 
     out = convert_ct2_whisper(Path(args.source) if args.source else None, Path(args.output_dir))
     print(f"wrote transformers Whisper model to {out}")
@@ -243,9 +215,9 @@ def _slu(args: argparse.Namespace) -> int:
     results = run_slu(args.asr, args.intent, args.audio, batch_size=args.batch_size,
                       oos_threshold=args.oos_threshold, num_beams=args.num_beams)
     if args.output:
-        from finetune.data.report import write_json_atomic
+        from finetune.outputs import write_json
 
-        write_json_atomic(args.output, results)
+        write_json(args.output, results)
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         print(json.dumps(results, indent=2, ensure_ascii=False))
@@ -253,7 +225,7 @@ def _slu(args: argparse.Namespace) -> int:
 
 
 def _slu_evaluate(args: argparse.Namespace) -> int:
-    from finetune.inference.slu_eval import headline, run_slu_evaluation
+    from finetune.evaluation.slu import headline, run_slu_evaluation
 
     data_args = DataArguments(
         dataset_name=args.data,
@@ -309,7 +281,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _export_ct2(args: argparse.Namespace) -> int:
-    from finetune.models.ct2_export import check_round_trip, export_ct2
+    from finetune.convert.ct2_export import check_round_trip, export_ct2
 
     out = export_ct2(Path(args.model), Path(args.output_dir), quantization=args.quantization, force=args.force)
     print(f"wrote CTranslate2 model to {out}")

@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -61,11 +61,18 @@ class DataArguments:
     label_column_name: str | None = field(default=None, metadata={"help": "Class column for classification tasks."})
     max_duration_in_seconds: float = field(default=30.0, metadata={"help": "Longer clips are bad rows."})
     min_duration_in_seconds: float = field(default=0.0, metadata={"help": "Shorter clips are bad rows."})
-    text_normalization: str = field(
+    language: str | None = field(
+        default=None,
+        metadata={"help": "Language of the speech or text (ISO code or Whisper name: en, fr, french). Picks the "
+                          "normalizer of the normalized WER (Whisper's English one for English, the basic one "
+                          "otherwise), Whisper's language token and the card's language. Default: the model's "
+                          "own (English for English-only Whisper checkpoints), else English."},
+    )
+    text_normalization: Literal["none", "lower", "basic", "english"] = field(
         default="none",
         metadata={"help": "Applied to training targets: none, lower (lowercase + collapse spaces), basic, english."},
     )
-    on_bad_rows: str = field(
+    on_bad_rows: Literal["fail", "skip"] = field(
         default="fail",
         metadata={"help": "fail: stop and list the bad rows; skip: drop them, count them, write a report."},
     )
@@ -85,8 +92,9 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
-        if self.on_bad_rows not in ("fail", "skip"):
-            raise ValueError(f"on_bad_rows must be 'fail' or 'skip', got {self.on_bad_rows!r}")
+        check_choices(self)
+        if self.max_batch_seconds is not None and self.max_batch_seconds <= 0:
+            raise ValueError(f"max_batch_seconds must be positive (or null: off), got {self.max_batch_seconds}")
         if self.min_duration_in_seconds < 0 or self.max_duration_in_seconds <= self.min_duration_in_seconds:
             raise ValueError("need 0 <= min_duration_in_seconds < max_duration_in_seconds")
 
@@ -102,6 +110,33 @@ class RunArguments:
     evaluate_before_training: bool = field(
         default=False, metadata={"help": "Measure the eval split with the untouched model first (zero-shot)."}
     )
+
+
+def check_choices(options: Any) -> None:
+    """Refuse a value outside a ``Literal`` field's choices; option classes call it from ``__post_init__``
+    so a choice is checked however the options were built (config file, dict or Python)."""
+    hints = typing.get_type_hints(type(options))
+    for f in dataclasses.fields(options):
+        annotation = hints.get(f.name)
+        choices = _literal_choices(annotation)
+        value = getattr(options, f.name)
+        if choices is not None and value not in choices and not (value is None and _allows_none(annotation)):
+            raise ValueError(f"{f.name!r} must be one of {list(choices)}, got {value!r}")
+
+
+def _literal_choices(annotation: Any) -> tuple | None:
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for member in typing.get_args(annotation):
+            if typing.get_origin(member) is typing.Literal:
+                return typing.get_args(member)
+    return None
+
+
+def _allows_none(annotation: Any) -> bool:
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return union and type(None) in typing.get_args(annotation)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -139,8 +174,13 @@ _DICT_VALUED_KEYS = {
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key=value`` strings; the value is read as YAML so ``true``, ``3`` and ``[a, b]`` work."""
-    merged = dict(values)
+    """``values`` with ``key=value`` strings applied (see :func:`parse_overrides`)."""
+    return {**values, **parse_overrides(overrides)}
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``key=value`` strings as a dict; the value is read as YAML so ``true``, ``3`` and ``[a, b]`` work."""
+    merged: dict[str, Any] = {}
     for override in overrides:
         key, sep, raw = override.partition("=")
         if not sep or not key.strip():
@@ -285,14 +325,17 @@ def _type_error(value: Any, annotation: Any, key: str, source: str) -> ConfigErr
     return ConfigError(f"{source}: {key!r} expects {name}, got {value!r} ({type(value).__name__})")
 
 
-def describe_fields(classes: tuple[type, ...]) -> list[tuple[str, str, str]]:
-    """(key, default, help) rows, for ``finetune train --help-config``."""
+def describe_fields(classes: tuple[type, ...], defaults: dict[str, Any] | None = None) -> list[tuple[str, str, str]]:
+    """(key, default, help) rows for ``--list-keys``; ``defaults`` (a task's own) replace the declared ones."""
+    defaults = defaults or {}
     rows = []
     for cls in classes:
         for f in dataclasses.fields(cls):
             if not f.init:
                 continue
-            if f.default is not dataclasses.MISSING:
+            if f.name in defaults:
+                default = repr(defaults[f.name])
+            elif f.default is not dataclasses.MISSING:
                 default = repr(f.default)
             elif f.default_factory is not dataclasses.MISSING:
                 default = repr(f.default_factory())

@@ -94,7 +94,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     else:
         from faster_whisper import WhisperModel
 
-        from finetune.models.whisper_ct2 import default_ct2_source
+        from finetune.convert.ct2_import import default_ct2_source
 
         compute_type = "float32" if "float32" in name else "int8"
         beams = {"beam_size": 1} if name.endswith("greedy") else {}
@@ -106,7 +106,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
             segments, _ = model.transcribe(str(path), **beams)
             texts.append(" ".join(s.text.strip() for s in segments))
     seconds = time.perf_counter() - started
-    from finetune.metrics import asr_metrics
+    from finetune.evaluation.metrics import asr_metrics
 
     metrics = asr_metrics(texts, references)
     return {

@@ -43,7 +43,7 @@ def run_baseline(args: argparse.Namespace, output_dir: Path) -> dict:
 
     from finetune.config import DataArguments
     from finetune.data.speech import load_speech_split
-    from finetune.metrics import asr_metrics
+    from finetune.evaluation.metrics import asr_metrics
     from finetune.models.registry import resolve_model_path
 
     path = resolve_model_path(args.model)
@@ -102,11 +102,8 @@ def _device_settings(args: argparse.Namespace) -> dict:
 
 def run_finetune(args: argparse.Namespace, output_dir: Path, extra: dict | None = None) -> dict:
     """finetune's own recipe with the short encoder context, through its public entry point."""
-    import yaml
+    import finetune
 
-    from finetune.cli import main
-
-    config = output_dir / "bench.yaml"
     settings = {
         **_device_settings(args),
         "task": "asr_seq2seq", "encoder_context_seconds": 2, "evaluate_before_training": False,
@@ -118,8 +115,7 @@ def run_finetune(args: argparse.Namespace, output_dir: Path, extra: dict | None 
         "weight_decay": 0.01, "seed": 42, "save_strategy": "no", "logging_steps": 10,
         "model_name_or_path": args.model, "generation_max_length": args.generation_max_length,
     }
-    config.write_text(yaml.safe_dump({**settings, **(extra or {})}))
-    assert main(["train", str(config)]) == 0
+    finetune.train({**settings, **(extra or {})})
     run = output_dir / "run"
     state = json.loads((run / "trainer_state.json").read_text())
     train_seconds = next(h["train_runtime"] for h in state["log_history"] if "train_runtime" in h)

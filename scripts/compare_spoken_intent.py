@@ -11,7 +11,7 @@
 Every approach sees the same decoded 16 kHz clips (audio decoding is not timed) and answers one clip
 at a time (batch 1) in this process, under the same ``--threads`` torch threads; ``--warmup`` calls
 before the timed pass are left out, and the approaches take turns clip by clip (on a shared machine,
-load from other jobs then falls on all of them alike). Scores come from ``finetune.metrics`` (the intent before any
+load from other jobs then falls on all of them alike). Scores come from ``finetune.evaluation.metrics`` (the intent before any
 out-of-scope rule, as ``finetune slu-evaluate`` scores it). Size is the parameter count and the bytes
 of the files ``from_pretrained`` needs (weights, configs, tokenizer/processor files) of every model
 an approach loads. Writes a JSON file (default scripts/results/spoken_intent.json), prints a table.
@@ -108,8 +108,8 @@ def compare(approaches: Sequence[Approach], clips: Sequence[np.ndarray], gold: S
 
 def summarize(approach: Approach, predictions: list[str], seconds: list[float], gold: Sequence[str]
               ) -> dict[str, Any]:
-    """Accuracy, macro-F1 (finetune.metrics), latency per utterance and size of one approach."""
-    from finetune.metrics import classification_metrics
+    """Accuracy, macro-F1 (finetune.evaluation.metrics), latency per utterance and size of one approach."""
+    from finetune.evaluation.metrics import classification_metrics
 
     scores = classification_metrics(predictions, list(gold))
     return {
@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     import torch
 
-    from finetune.data.report import write_json_atomic
+    from finetune.outputs import write_json
 
     torch.set_num_threads(args.threads)
     approaches = [direct_approach(args.direct), cascade_approach(args.asr, args.intent)]
@@ -217,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
         "approaches": {name: {k: v for k, v in r.items() if k != "predictions"} for name, r in results.items()},
     }
-    write_json_atomic(args.out, payload)
+    write_json(args.out, payload)
     print(markdown_table(results))
     print(f"\n{len(clips)} clips of {args.data} [{args.split}] ({skipped} skipped), batch 1, "
           f"{args.threads} thread(s); written to {args.out}")

@@ -16,8 +16,8 @@ from pathlib import Path
 from finetune.config import DataArguments
 from finetune.data.sources import TEXT_COLUMN_CANDIDATES, find_column, load_source
 from finetune.data.text import get_normalizer
-from finetune.models.ctc_decoding import CTCDecodingArguments, write_arpa
-from finetune.tasks import asr_ctc
+from finetune.evaluation.ctc_decoding import CTCDecodingArguments, write_arpa
+from finetune.tasks import get_task
 
 
 def main() -> None:
@@ -48,7 +48,8 @@ def main() -> None:
     ]:
         data_args = DataArguments(dataset_name=args.data, eval_split_name=args.split, text_column_name=column,
                                   text_normalization=args.text_normalization)
-        payload = asr_ctc.evaluate(str(args.model_dir), data_args, str(out / name), decoding=decoding)
+        payload = get_task("asr_ctc").evaluate(str(args.model_dir), data_args, str(out / name),
+                                               groups={CTCDecodingArguments: decoding})
         figures[name] = {k: payload[k] for k in ("wer", "cer_raw", "num_samples", "runtime_s")}
     print(json.dumps(figures, indent=2))
 

@@ -72,12 +72,10 @@ def _numel(shape) -> int:
 def score(model_dir: Path, dataset: str, split: str, work_dir: Path, batch_size: int,
           max_samples: int | None = None) -> dict:
     """WER/CER with the Whisper recipe's scorer; over-long clips are skipped and counted."""
-    from finetune.config import DataArguments
-    from finetune.tasks import asr_seq2seq
+    import finetune
 
-    data_args = DataArguments(dataset_name=dataset, eval_split_name=split, on_bad_rows="skip",
-                              max_eval_samples=max_samples)
-    payload = asr_seq2seq.evaluate(str(model_dir), data_args, str(work_dir), batch_size=batch_size)
+    payload = finetune.evaluate(model_dir, dataset, split=split, output_dir=work_dir, batch_size=batch_size,
+                                on_bad_rows="skip", max_eval_samples=max_samples)
     keep = ("wer", "cer", "wer_raw", "cer_raw", "num_samples", "skipped_rows")
     return {k: payload[k] for k in keep if k in payload} | {"predictions": str(work_dir / "predictions.jsonl")}
 

@@ -25,7 +25,7 @@ import numpy as np
 from finetune.config import DataArguments
 from finetune.data.few_shot import intent_descriptions, sample_per_intent
 from finetune.data.text_data import label_maps, load_text_split
-from finetune.metrics import classification_metrics
+from finetune.evaluation.metrics import classification_metrics
 from finetune.models.contrastive import ContrastiveSettings, contrastive_tune
 from finetune.models.prototype_classifier import embed_texts, load_encoder, prototypes_from
 from finetune.models.registry import resolve_model_path

@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import yaml
 
+import finetune
 from finetune.cli import main
 from finetune.config import DataArguments
 from finetune.data.report import BadDataError
@@ -110,19 +111,19 @@ def test_training_goes_on_past_skipped_rows(tmp_path: Path, tiny_whisper_dir: Pa
               "per_device_train_batch_size": 4, "save_strategy": "no", "use_cpu": True}
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(values))
-    assert main(["train", str(config)]) == 0
+    finetune.train(config)
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())["splits"][0]
     assert report["total"] == 13 and report["kept"] == 7 and report["bad_count"] == 6
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
 
 def test_full_disk_is_a_clear_message(tmp_path: Path, monkeypatch, capsys) -> None:
-    import finetune.tasks.asr_seq2seq as recipe
+    from finetune.tasks.asr_seq2seq import WhisperFineTuning
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "model.safetensors"))
 
-    monkeypatch.setattr(recipe, "train", full_disk)
+    monkeypatch.setattr(WhisperFineTuning, "train", full_disk)
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"task": "asr_seq2seq", "model_name_or_path": "m", "dataset_name": "d",
                                       "output_dir": str(tmp_path / "run")}))

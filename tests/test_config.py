@@ -8,9 +8,10 @@ import pytest
 from transformers import Seq2SeqTrainingArguments
 
 from finetune.config import ConfigError, DataArguments, ModelArguments, apply_overrides, load_yaml, parse_into
+from finetune.models.speech_encoder import EncoderContextArguments
 from finetune.models.whisper import WhisperArguments
 
-CLASSES = (ModelArguments, DataArguments, WhisperArguments, Seq2SeqTrainingArguments)
+CLASSES = (ModelArguments, DataArguments, WhisperArguments, EncoderContextArguments, Seq2SeqTrainingArguments)
 
 
 def _parse(values: dict):
@@ -18,7 +19,7 @@ def _parse(values: dict):
 
 
 def test_keys_are_distributed_and_typed(tmp_path: Path) -> None:
-    model, data, whisper, training = _parse(
+    model, data, _, whisper, training = _parse(
         {"learning_rate": "1e-4", "max_steps": "12", "bf16": "false", "encoder_context_seconds": 2,
          "output_dir": str(tmp_path), "max_duration_in_seconds": 2}
     )
@@ -85,4 +86,4 @@ def test_shipped_configs_parse() -> None:
         first_line = path.read_text().splitlines()[0]
         assert first_line.startswith("# ") and path.name in first_line, f"{path.name} must open with its command"
         task = get_task(values["task"])
-        parse_into(task.argument_classes(), {**task.DEFAULTS, **values}, source=path.name)
+        parse_into(task.argument_classes(), {**task.defaults, **values}, source=path.name)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finetune.cli import main
+import finetune
 from finetune.config import ModelArguments
 
 SECRET = "hf_DoNotLeakThisTokenAnywhere123"
@@ -33,7 +33,7 @@ def test_token_is_never_written_and_outputs_stay_in_output_dir(
               "per_device_train_batch_size": 4, "generation_max_length": 4, "use_cpu": True, "hub_token": SECRET}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(values))
     with caplog.at_level(logging.DEBUG):
-        assert main(["train", str(tmp_path / "c.yaml")]) == 0
+        finetune.train(tmp_path / "c.yaml")
     assert SECRET not in caplog.text
     written = [p for p in work.rglob("*") if p.is_file()]
     assert written and all(p.is_relative_to(work / "out") for p in written), written

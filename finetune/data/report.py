@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from finetune.outputs import DATA_REPORT, write_json
 
 
 class BadDataError(ValueError):
@@ -78,21 +78,4 @@ def _reason_kind(reason: str) -> str:
 
 def write_reports(reports: list[DataReport], output_dir: str | os.PathLike) -> Path:
     """Write ``data_report.json`` atomically beside the run's outputs."""
-    target = Path(output_dir) / "data_report.json"
-    write_json_atomic(target, {"splits": [r.to_dict() for r in reports]})
-    return target
-
-
-def write_json_atomic(path: str | os.PathLike, payload: object) -> None:
-    """Write JSON through a temp file + rename so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return write_json(Path(output_dir) / DATA_REPORT, {"splits": [r.to_dict() for r in reports]})

@@ -22,6 +22,7 @@ from finetune.data.report import BadRow, DataReport
 from finetune.data.sources import (
     AUDIO_COLUMN_CANDIDATES,
     TEXT_COLUMN_CANDIDATES,
+    as_text,
     column_names,
     find_column,
     load_source,
@@ -156,8 +157,8 @@ def decode_batch(
     count = len(batch[columns.audio])
     for i in range(count):
         value = batch[columns.audio][i]
-        text = normalize(_as_text(batch[columns.text][i])) if columns.text else ""
-        label = _as_text(batch[columns.label][i]).strip() if columns.label else ""
+        text = normalize(as_text(batch[columns.text][i])) if columns.text else ""
+        label = as_text(batch[columns.label][i]).strip() if columns.label else ""
         samples, error = _decode_checked(value, sampling_rate, min_seconds, max_seconds)
         if not error and columns.text and not text:
             error = f"empty transcript in column {columns.text!r}"
@@ -185,14 +186,6 @@ def _decode_checked(value: object, sampling_rate: int, min_seconds: float, max_s
     if seconds < min_seconds:
         return samples, f"too short ({seconds:.2f} s < min_duration_in_seconds {min_seconds:g})"
     return samples, ""
-
-
-def _as_text(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
 
 
 def _describe_source(value: object) -> str:

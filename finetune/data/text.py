@@ -38,8 +38,20 @@ def get_normalizer(name: str) -> Normalizer:
     raise ValueError(f"unknown text_normalization {name!r}: use none, lower, basic or english")
 
 
+def language_code(language: str | None) -> str | None:
+    """``English``, ``EN``, ``<|en|>`` and ``english`` -> ``en``: one spelling of a language, as Whisper's
+    tokenizer names them (an unknown name is kept, lowercased)."""
+    if not language:
+        return None
+    from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
+
+    name = str(language).strip().removeprefix("<|").removesuffix("|>").lower()
+    return TO_LANGUAGE_CODE.get(name, name)
+
+
 def scoring_normalizer(language: str | None = "en") -> Normalizer:
-    """Normalizer for the 'normalized' WER/CER: Whisper's English rules, or basic for other languages."""
-    if language in (None, "en", "english"):
+    """Normalizer for the 'normalized' WER/CER: Whisper's English rules for English (and when the language
+    is not known), the basic normalizer for every other language."""
+    if language_code(language) in (None, "en"):
         return EnglishTextNormalizer({})
     return BasicTextNormalizer()

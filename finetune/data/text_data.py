@@ -9,20 +9,31 @@ Labels are strings throughout; the integer ids exist only inside the model (``id
 from __future__ import annotations
 
 import logging
+import typing
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Literal
 
 import datasets
 import numpy as np
 
 from finetune.config import DataArguments
 from finetune.data.report import BadDataError, BadRow, DataReport
-from finetune.data.sources import TEXT_COLUMN_CANDIDATES, DataSourceError, find_column, load_source, require_columns
+from finetune.data.sources import (
+    TEXT_COLUMN_CANDIDATES,
+    DataSourceError,
+    as_text,
+    find_column,
+    load_source,
+    require_columns,
+)
 
 logger = logging.getLogger(__name__)
 
 LABEL_COLUMN_CANDIDATES = ("intent", "label", "labels", "class", "category")
-UNSEEN_POLICIES = ("error", "oos")
+# what to do with an evaluation intent the model was never trained on: stop, or score it as out-of-scope
+UnseenPolicy = Literal["error", "oos"]
+UNSEEN_POLICIES: tuple[str, ...] = typing.get_args(UnseenPolicy)
 
 TEXT_FEATURES = datasets.Features(
     {
@@ -64,7 +75,7 @@ def load_text_split(
     def check(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         out: dict[str, list] = {key: [] for key in TEXT_FEATURES}
         for i, text, label in zip(indices, batch[text_column], batch[label_column]):
-            text = " ".join(_as_text(text).split())
+            text = " ".join(as_text(text).split())
             label = _label_name(label, names)
             error = ""
             if not text:
@@ -99,7 +110,7 @@ def label_maps(labels: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:
     return dict(enumerate(names)), {name: i for i, name in enumerate(names)}
 
 
-def check_known_labels(dataset: datasets.Dataset, label2id: dict[str, int], *, policy: str, oos_label: str,
+def check_known_labels(dataset: datasets.Dataset, label2id: dict[str, int], *, policy: UnseenPolicy, oos_label: str,
                        source: str) -> datasets.Dataset:
     """Make sure every evaluation intent was seen in training.
 
@@ -142,7 +153,7 @@ def carve_validation(dataset: datasets.Dataset, fraction: float, seed: int) -> t
     held_out: list[int] = []
     for label in sorted(by_label):
         indices = np.array(by_label[label])
-        take = min(int(round(fraction * len(indices))), len(indices) - 1)
+        take = min(round(fraction * len(indices)), len(indices) - 1)
         held_out.extend(rng.permutation(indices)[:take].tolist())
     held = set(held_out)
     train_rows = [i for i in range(len(dataset)) if i not in held]
@@ -152,12 +163,4 @@ def carve_validation(dataset: datasets.Dataset, fraction: float, seed: int) -> t
 def _label_name(value: object, names: list[str] | None) -> str:
     if names is not None and isinstance(value, int) and 0 <= value < len(names):
         return names[value]
-    return _as_text(value).strip()
-
-
-def _as_text(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
+    return as_text(value).strip()

@@ -21,13 +21,29 @@ import logging
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from finetune.data.text import language_code
+from finetune.outputs import (
+    CONFUSION_MATRIX,
+    DATA_REPORT,
+    EVAL_RESULTS,
+    GENERATION_CONFIG,
+    MODEL_CARD,
+    MODEL_CONFIG,
+    RUN_CONFIG,
+    TRAINER_STATE,
+    TRAINING_ARGS,
+    TRAINING_CURVE,
+    write_text,
+)
+from finetune.tasks import UnknownTaskError, all_tasks, detect_task, get_task
+from finetune.tasks.base import CardFacts
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +53,7 @@ TEMPLATE_CANDIDATES = (
     Path(__file__).resolve().parents[2] / "model_cards" / "template.md",
     Path(sys.prefix) / "share" / "finetune" / "model_cards" / "template.md",
 )
-CARD_NAME = "README.md"
-TRAINING_CURVE = "training_curve.png"
-CONFUSION_MATRIX = "confusion_matrix.png"
+CARD_NAME = MODEL_CARD
 
 
 def default_template() -> Path:
@@ -50,27 +64,6 @@ def default_template() -> Path:
     raise FileNotFoundError(f"model card template not found in {[str(c) for c in TEMPLATE_CANDIDATES]}: "
                             "reinstall finetune, or pass template=")
 
-# task name in eval_results.json -> Hub pipeline tag
-TASK_PIPELINES = {
-    "asr_seq2seq": "automatic-speech-recognition",
-    "asr_ctc": "automatic-speech-recognition",
-    "audio_classification": "audio-classification",
-    "intent": "text-classification",
-    "intent_few_shot": "text-classification",
-}
-PIPELINE_TASK_NAMES = {
-    "automatic-speech-recognition": "Automatic Speech Recognition",
-    "audio-classification": "Audio Classification",
-    "text-classification": "Text Classification",
-}
-# architecture suffix -> pipeline tag, for model dirs without eval results
-ARCHITECTURE_PIPELINES = (
-    ("ForConditionalGeneration", "automatic-speech-recognition"),
-    ("ForSpeechSeq2Seq", "automatic-speech-recognition"),
-    ("ForCTC", "automatic-speech-recognition"),
-    ("ForAudioClassification", "audio-classification"),
-    ("ForSequenceClassification", "text-classification"),
-)
 # Offline aliases of the registry -> where the weights come from, their license and language
 KNOWN_BASE_MODELS = {
     "offline:whisper-tiny.en": ("openai/whisper-tiny.en", "apache-2.0", "en"),
@@ -91,8 +84,6 @@ HYPERPARAMETERS = (
     "num_train_epochs", "max_steps", "warmup_steps", "warmup_ratio", "lr_scheduler_type", "optim",
     "weight_decay", "max_grad_norm", "seed", "fp16", "bf16", "gradient_checkpointing",
 )
-METRIC_LABELS = {"wer": "WER (normalized)", "cer": "CER (normalized)", "wer_raw": "WER (raw)",
-                 "cer_raw": "CER (raw)", "accuracy": "accuracy", "f1_macro": "macro-F1"}
 FRAMEWORKS = ("finetune", "transformers", "torch", "datasets", "tokenizers", "huggingface_hub")
 
 
@@ -121,7 +112,7 @@ def write_model_card(output_dir: str | os.PathLike, *, repo_id: str | None = Non
     content = render_model_card(model_dir, repo_id=repo_id, license=license, language=language, template=template)
     validate_card(content, source=str(model_dir / CARD_NAME))
     path = model_dir / CARD_NAME
-    _write_atomic(path, content)
+    write_text(path, content)
     logger.info("wrote model card %s", path)
     return path
 
@@ -131,16 +122,18 @@ def render_model_card(model_dir: Path, *, repo_id: str | None = None, license: s
     """The card's text; :func:`write_model_card` validates and writes it."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    config = _read_json(model_dir / "config.json", required=True)
-    results = _read_json(model_dir / "eval_results.json")
-    run_config = _read_yaml(model_dir / "finetune_config.yaml")
-    training_args = _read_json(model_dir / "training_args.json")
-    state = _read_json(model_dir / "trainer_state.json")
-    data_report = _read_json(model_dir / "data_report.json")
-    generation = _read_json(model_dir / "generation_config.json")
+    config = _read_json(model_dir / MODEL_CONFIG, required=True)
+    results = _read_json(model_dir / EVAL_RESULTS)
+    run_config = _read_yaml(model_dir / RUN_CONFIG)
+    training_args = _read_json(model_dir / TRAINING_ARGS)
+    state = _read_json(model_dir / TRAINER_STATE)
+    data_report = _read_json(model_dir / DATA_REPORT)
+    generation = _read_json(model_dir / GENERATION_CONFIG)
 
-    task = results.get("task") or run_config.get("task")
-    pipeline_tag = TASK_PIPELINES.get(task) or _pipeline_from_architectures(config, model_dir)
+    task_name = results.get("task") or run_config.get("task") or _task_from_architectures(model_dir)
+    task = get_task(task_name)
+    facts = task.card
+    pipeline_tag = facts.pipeline_tag
     name = repo_id or model_dir.resolve().name
     base_source = str(run_config.get("model_name_or_path") or results.get("model") or "")
     if base_source.startswith(SCRATCH_PREFIX) or (run_config.get("model_config") and not base_source):
@@ -153,17 +146,17 @@ def render_model_card(model_dir: Path, *, repo_id: str | None = None, license: s
     hub_datasets = [s for s in sources if _looks_like_hub_id(s)]
     language = language or run_config.get("language") or _language_from_generation(generation) or base_language
 
-    eval_results = (_eval_results(results, pipeline_tag, eval_source, run_config, name)
-                    if _has_metrics(results) else None)
+    eval_results = (_eval_results(results, facts, eval_source, run_config, name)
+                    if _has_metrics(results, facts) else None)
     card_data = ModelCardData(
         license=license or base_license or "other",
-        language=_language_code(language),
-        tags=_tags(pipeline_tag, config, task),
+        language=language_code(language),
+        tags=_tags(pipeline_tag, config, task_name),
         datasets=hub_datasets or None,
         base_model=base_id,
         pipeline_tag=pipeline_tag,
         library_name="transformers",
-        metrics=_metric_names(pipeline_tag) if eval_results else None,
+        metrics=list(dict.fromkeys(m.metric_type for m in facts.metrics)) if eval_results else None,
         model_name=name,
         eval_results=eval_results,
     )
@@ -171,12 +164,12 @@ def render_model_card(model_dir: Path, *, repo_id: str | None = None, license: s
         card_data.license_name = "unspecified"  # the Hub asks for a name with 'other'
     context = {
         "model_name": name,
-        "summary": _summary(pipeline_tag, config, base_source, base_id, dataset_source, language),
-        **_results_context(results, pipeline_tag, eval_source, model_dir),
-        "usage_python": _usage_python(pipeline_tag, name, config),
-        "usage_cli": _usage_cli(pipeline_tag, name),
-        "intended_use": _intended_use(pipeline_tag, dataset_source, language),
-        "limitations": _limitations(pipeline_tag, config, dataset_source, data_sources, results),
+        "summary": _summary(facts, config, base_source, base_id, dataset_source, language),
+        **_results_context(results, facts, eval_source, model_dir),
+        "usage_python": task.usage_python(name, config),
+        "usage_cli": task.usage_cli(name),
+        "intended_use": _intended_use(facts, dataset_source, language),
+        "limitations": _limitations(facts, config, data_sources, results),
         "training_data": _training_data_text(dataset_source, run_config, data_sources),
         "data_rows": _data_rows(data_report),
         "data_sources": data_sources,
@@ -208,8 +201,9 @@ def validate_card(content: str, *, source: str = CARD_NAME) -> Any:
     problems = []
     if not data.get("license"):
         problems.append("no license")
-    if data.get("pipeline_tag") not in PIPELINE_TASK_NAMES:
-        problems.append(f"pipeline_tag {data.get('pipeline_tag')!r} is not one of {sorted(PIPELINE_TASK_NAMES)}")
+    pipeline_tags = sorted({task.card.pipeline_tag for task in all_tasks()})
+    if data.get("pipeline_tag") not in pipeline_tags:
+        problems.append(f"pipeline_tag {data.get('pipeline_tag')!r} is not one of {pipeline_tags}")
     for key in ("tags", "datasets", "metrics"):
         if key in data and not (isinstance(data[key], list) and all(isinstance(v, str) for v in data[key])):
             problems.append(f"{key} must be a list of strings")
@@ -254,13 +248,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _pipeline_from_architectures(config: dict[str, Any], model_dir: Path) -> str:
-    architectures = config.get("architectures") or []
-    for architecture in architectures:
-        for suffix, tag in ARCHITECTURE_PIPELINES:
-            if architecture.endswith(suffix):
-                return tag
-    raise ModelCardError(f"{model_dir}: cannot tell the task of architectures {architectures}")
+def _task_from_architectures(model_dir: Path) -> str:
+    """The task of a model dir without results or run config (an imported or hand-made model)."""
+    try:
+        return detect_task(model_dir)
+    except UnknownTaskError as error:
+        raise ModelCardError(str(error)) from None
 
 
 def _base_model(source: str) -> tuple[str | None, str | None, str | None]:
@@ -342,17 +335,6 @@ def _language_from_generation(generation: dict[str, Any]) -> str | None:
     return generation.get("language") if generation else None
 
 
-def _language_code(language: str | None) -> str | None:
-    if not language:
-        return None
-    language = str(language).strip("<|>").lower()
-    try:
-        from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
-    except ImportError:
-        return language
-    return TO_LANGUAGE_CODE.get(language, language)
-
-
 def _tags(pipeline_tag: str, config: dict[str, Any], task: str | None) -> list[str]:
     tags = ["finetune", pipeline_tag]
     if config.get("model_type"):
@@ -362,12 +344,8 @@ def _tags(pipeline_tag: str, config: dict[str, Any], task: str | None) -> list[s
     return list(dict.fromkeys(tags))
 
 
-def _metric_names(pipeline_tag: str) -> list[str]:
-    return ["wer", "cer"] if pipeline_tag == "automatic-speech-recognition" else ["accuracy", "f1"]
-
-
-def _has_metrics(results: dict[str, Any]) -> bool:
-    return any(key in results for key in ("wer", "accuracy"))
+def _has_metrics(results: dict[str, Any], facts: CardFacts) -> bool:
+    return any(metric.key in results for metric in facts.metrics)
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -377,33 +355,24 @@ def _percent(value: float) -> float:
     return round(100.0 * float(value), 2)
 
 
-def _eval_results(results: dict[str, Any], pipeline_tag: str, dataset: str, run_config: dict[str, Any],
+def _eval_results(results: dict[str, Any], facts: CardFacts, dataset: str, run_config: dict[str, Any],
                   model_name: str) -> list[Any]:
-    """model-index entries: WER/CER in percent (as transformers' examples report them), accuracy and F1 as
-    fractions, each naming the dataset and split."""
+    """model-index entries, one per figure the task states, each naming the dataset and split."""
     from huggingface_hub import EvalResult
 
     split = results.get("split") or run_config.get("eval_split_name") or "test"
     common = {
-        "task_type": pipeline_tag,
-        "task_name": PIPELINE_TASK_NAMES[pipeline_tag],
+        "task_type": facts.pipeline_tag,
+        "task_name": facts.pipeline_name,
         "dataset_type": _dataset_type(dataset),
         "dataset_name": _dataset_title(dataset),
         "dataset_split": split,
         "dataset_config": run_config.get("dataset_config_name"),
     }
-    if pipeline_tag == "automatic-speech-recognition":
-        metrics = [("wer", "WER (normalized, %)", _percent(results["wer"])),
-                   ("cer", "CER (normalized, %)", _percent(results["cer"]))]
-        metrics += [(kind, f"{kind.upper()} (raw, %)", _percent(results[f"{kind}_raw"]))
-                    for kind in ("wer", "cer") if f"{kind}_raw" in results]
-        return [EvalResult(metric_type=t, metric_name=n, metric_value=v, **common) for t, n, v in metrics]
-    entries = [EvalResult(metric_type="accuracy", metric_name="Accuracy",
-                          metric_value=round(float(results["accuracy"]), 4), **common)]
-    if "f1_macro" in results:
-        entries.append(EvalResult(metric_type="f1", metric_name="F1 (macro)", metric_args={"average": "macro"},
-                                  metric_value=round(float(results["f1_macro"]), 4), **common))
-    return entries
+    return [EvalResult(metric_type=metric.metric_type, metric_name=metric.name, metric_args=metric.args,
+                       metric_value=_percent(results[metric.key]) if metric.percent
+                       else round(float(results[metric.key]), 4), **common)
+            for metric in facts.metrics if metric.key in results]
 
 
 def _dataset_type(dataset: str) -> str:
@@ -419,17 +388,16 @@ def _dataset_title(dataset: str) -> str:
     return found.title if found else _dataset_type(dataset)
 
 
-def _results_context(results: dict[str, Any], pipeline_tag: str, dataset: str, model_dir: Path) -> dict[str, Any]:
-    if not _has_metrics(results):
+def _results_context(results: dict[str, Any], facts: CardFacts, dataset: str, model_dir: Path) -> dict[str, Any]:
+    if not _has_metrics(results, facts):
         return {"results_table": []}
-    is_asr = pipeline_tag == "automatic-speech-recognition"
-    keys = ("wer", "cer", "wer_raw", "cer_raw") if is_asr else ("accuracy", "f1_macro")
-    table = [(METRIC_LABELS[key], f"{_percent(results[key]):.2f}%") for key in keys if key in results]
+    labels = {metric.key: metric.name.replace(", %)", ")") for metric in facts.metrics}
+    table = [(labels[key], f"{_percent(results[key]):.2f}%") for key in labels if key in results]
     if "seconds_per_sample" in results:
         table.append(("seconds per example (evaluation)", f"{results['seconds_per_sample']:.4g}"))
     zero_shot = results.get("zero_shot") if isinstance(results.get("zero_shot"), dict) else {}
-    zero_table = [(METRIC_LABELS.get(k, k), f"{_percent(v):.2f}%") for k, v in zero_shot.items()
-                  if isinstance(v, (int, float))]
+    zero_table = [(labels[k], f"{_percent(v):.2f}%") for k, v in zero_shot.items()
+                  if k in labels and isinstance(v, (int, float))]
     per_class = results.get("per_class") if isinstance(results.get("per_class"), dict) else {}
     per_class_rows = [
         [label, f"{m.get('precision', 0):.3f}", f"{m.get('recall', 0):.3f}", f"{m.get('f1', 0):.3f}",
@@ -445,26 +413,21 @@ def _results_context(results: dict[str, Any], pipeline_tag: str, dataset: str, m
         "zero_shot_table": zero_table,
         "per_class_table": per_class_rows,
         "confusion_matrix": CONFUSION_MATRIX if (model_dir / CONFUSION_MATRIX).is_file() else None,
-        "asr_note": ("Normalized scores apply Whisper's English text normalizer to both sides (case, punctuation, "
-                     "spelled numbers); raw scores compare the text as written.") if is_asr else "",
+        "asr_note": facts.scoring_note,
     }
 
 
 # ---------------------------------------------------------------------------------------------- prose
 
 
-def _summary(pipeline_tag: str, config: dict[str, Any], base_source: str, base_id: str | None, dataset: str,
+def _summary(facts: CardFacts, config: dict[str, Any], base_source: str, base_id: str | None, dataset: str,
              language: str | None) -> str:
-    what = {
-        "automatic-speech-recognition": "a speech recognition model (audio to text)",
-        "audio-classification": "an audio classifier (one label per clip)",
-        "text-classification": "a text classifier (one intent per query)",
-    }[pipeline_tag]
+    what = facts.what
     architecture = ", ".join(config.get("architectures") or [config.get("model_type", "model")])
     origin = base_id or _shown(base_source)
     start = f"fine-tuned from `{origin}`" if origin else "trained from scratch"
     data = f" on `{_shown(dataset)}`" if dataset else ""
-    lang = f" Language: {_language_code(language)}." if language else ""
+    lang = f" Language: {language_code(language)}." if language else ""
     tool = "[finetune](https://pypi.org/project/finetune/)"
     return f"This is {what}, a `{architecture}` {start}{data} with {tool}.{lang}"
 
@@ -475,61 +438,23 @@ def _shown(name: str) -> str:
     return Path(name).name if name and Path(name).is_absolute() else name
 
 
-def _usage_python(pipeline_tag: str, name: str, config: dict[str, Any]) -> str:
-    if "SentenceEncoderIntentClassifier" in (config.get("architectures") or []):
-        # nearest intent prototype by embedding similarity: no transformers pipeline scores that
-        return ("from finetune.models.prototype_classifier import PrototypeClassifier\n"
-                f'classifier = PrototypeClassifier.load("{name}")  # a local download of the repo\n'
-                'print(classifier.predict(["what is the weather like tomorrow"]))')
-    if pipeline_tag == "text-classification":
-        return (f'classifier = pipeline("text-classification", model="{name}")\n'
-                'print(classifier("what is the weather like tomorrow"))')
-    if pipeline_tag == "audio-classification":
-        return (f'classifier = pipeline("audio-classification", model="{name}")\n'
-                'print(classifier("clip.wav"))  # decoding a file path needs ffmpeg; or pass '
-                '{"raw": samples, "sampling_rate": 16000}')
-    # Whisper walks long audio window by window itself (timestamps on); CTC models take chunks and time words
-    options = ("return_timestamps=True" if config.get("model_type") == "whisper"
-               else 'chunk_length_s=20, return_timestamps="word"')
-    return (f'asr = pipeline("automatic-speech-recognition", model="{name}")\n'
-            f'print(asr("recording.flac", {options}))  # a path needs ffmpeg; '
-            'or pass {"raw": samples, "sampling_rate": 16000}')
-
-
-def _usage_cli(pipeline_tag: str, name: str) -> str:
-    if pipeline_tag != "automatic-speech-recognition":
-        return ""
-    return f"finetune transcribe --model {name} recording.flac --timestamps segment --format srt"
-
-
-def _intended_use(pipeline_tag: str, dataset: str, language: str | None) -> str:
-    lang = f"{_language_code(language)} " if language else ""
+def _intended_use(facts: CardFacts, dataset: str, language: str | None) -> str:
+    lang = f"{language_code(language)} " if language else ""
     dataset = _shown(dataset)
-    domain = f"recordings like those of `{dataset}`" if dataset else "data like its training data"
-    return {
-        "automatic-speech-recognition": f"Transcribing {lang}speech in {domain}: same kind of speakers, vocabulary "
-                                        "and recording conditions. Recordings longer than the model's window are "
-                                        "transcribed window by window (see How to use).",
-        "audio-classification": f"Labelling short {lang}audio clips in {domain} with one of the classes it was "
-                                "trained on.",
-        "text-classification": f"Routing short {lang}queries like those of `{dataset}` to one of the intents it "
-                               "was trained on.",
-    }[pipeline_tag]
+    domain = f"recordings like those of `{dataset}`" if dataset and facts.pipeline_tag != "text-classification" \
+        else (dataset or "data like its training data")
+    return facts.intended_use.format(language=lang, domain=domain)
 
 
-def _limitations(pipeline_tag: str, config: dict[str, Any], dataset: str, data_sources: list[DataSource],
+def _limitations(facts: CardFacts, config: dict[str, Any], data_sources: list[DataSource],
                  results: dict[str, Any]) -> list[str]:
     items = ["It was fine-tuned on a single dataset; expect lower accuracy on other speakers, accents, "
              "microphones, noise levels or wording than those the evaluation covers."]
-    if pipeline_tag == "automatic-speech-recognition":
-        if config.get("model_type") == "whisper":
-            seconds = round(config.get("max_source_positions", 1500) / 50)
-            items.append(f"The encoder sees {seconds} s of audio at a time; longer audio must be chunked, and "
-                         "words cut at chunk edges can be lost or repeated.")
-        items.append("Like any ASR model it can output plausible text for silence or noise (hallucinations).")
-    else:
-        items.append("It always answers with one of its training classes, even for inputs that belong to none "
-                     "of them.")
+    if config.get("model_type") == "whisper" and facts.pipeline_tag == "automatic-speech-recognition":
+        seconds = round(config.get("max_source_positions", 1500) / 50)
+        items.append(f"The encoder sees {seconds} s of audio at a time; longer audio must be chunked, and "
+                     "words cut at chunk edges can be lost or repeated.")
+    items.extend(facts.limitations)
     if isinstance(results.get("oos"), dict):
         items.append(f"Out-of-scope queries are rejected below a confidence of {results['oos'].get('threshold')}.")
     for source in data_sources:
@@ -619,9 +544,9 @@ def _training_curve(model_dir: Path, state: dict[str, Any], args: dict[str, Any]
         return TRAINING_CURVE
     if not any("loss" in h for h in state.get("log_history") or []):
         return None
-    from finetune.plots import plot_training_curve
+    from finetune.evaluation.plots import plot_training_curve
 
-    drawn = plot_training_curve(model_dir / "trainer_state.json", path, metric=args.get("metric_for_best_model"))
+    drawn = plot_training_curve(model_dir / TRAINER_STATE, path, metric=args.get("metric_for_best_model"))
     return TRAINING_CURVE if drawn else None
 
 
@@ -633,14 +558,3 @@ def _framework_versions() -> list[tuple[str, str]]:
         except metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -26,12 +26,21 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finetune.data.report import write_json_atomic
-from finetune.hub.card import CARD_NAME, validate_card, write_model_card
+from finetune.hub.card import validate_card, write_model_card
+from finetune.outputs import (
+    CONFUSION_MATRIX,
+    EVAL_RESULTS,
+    HUB_MANIFEST,
+    MODEL_CARD,
+    MODEL_CONFIG,
+    RUN_CONFIG,
+    TRAINING_CURVE,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "hub_upload_manifest.json"
+MANIFEST = HUB_MANIFEST
 # Top-level files that make a loadable, documented model repo (patterns are matched per file name).
 UPLOAD_PATTERNS = (
     "*.safetensors",
@@ -52,13 +61,13 @@ UPLOAD_PATTERNS = (
     "spiece.model",
     "sentencepiece.bpe.model",
     "chat_template.jinja",
-    CARD_NAME,
-    "eval_results.json",
-    "training_curve.png",
-    "confusion_matrix.png",
-    "finetune_config.yaml",
+    MODEL_CARD,
+    EVAL_RESULTS,
+    TRAINING_CURVE,
+    CONFUSION_MATRIX,
+    RUN_CONFIG,
 )
-REQUIRED = ("config.json", CARD_NAME)
+REQUIRED = (MODEL_CONFIG, MODEL_CARD)
 UNSAFE_WEIGHTS = ("pytorch_model.bin", "model.pt", "model.pth", "pytorch_model.bin.index.json")
 
 
@@ -103,9 +112,9 @@ def push_model(model_dir: str | os.PathLike, repo_id: str, *, private: bool = Fa
     """
     model_dir = Path(model_dir)
     _check_repo_id(repo_id)
-    if not (model_dir / CARD_NAME).is_file():
+    if not (model_dir / MODEL_CARD).is_file():
         write_model_card(model_dir, repo_id=repo_id)
-    validate_card((model_dir / CARD_NAME).read_text(encoding="utf-8"), source=str(model_dir / CARD_NAME))
+    validate_card((model_dir / MODEL_CARD).read_text(encoding="utf-8"), source=str(model_dir / MODEL_CARD))
     files = files_to_upload(model_dir)
     sizes = {name: (model_dir / name).stat().st_size for name in files}
     manifest = {
@@ -118,14 +127,14 @@ def push_model(model_dir: str | os.PathLike, repo_id: str, *, private: bool = Fa
     result = PushResult(repo_id=repo_id, private=private, files=files, manifest=model_dir / MANIFEST,
                         dry_run=dry_run, sizes=sizes)
     if dry_run:
-        write_json_atomic(result.manifest, manifest)
+        write_json(result.manifest, manifest)
         logger.info("dry run: %d files (%s) would be uploaded to %s", len(files), _megabytes(sizes), repo_id)
         return result
 
     message = commit_message or f"Upload {model_dir.name} with finetune"
     result.repo_id, result.commit_url = _upload(model_dir, repo_id, files, private=private, revision=revision,
                                                 commit_message=message)
-    write_json_atomic(result.manifest, {**manifest, "repo_id": result.repo_id, "commit_url": result.commit_url})
+    write_json(result.manifest, {**manifest, "repo_id": result.repo_id, "commit_url": result.commit_url})
     logger.info("pushed %d files to %s: %s", len(files), result.repo_id, result.commit_url)
     return result
 

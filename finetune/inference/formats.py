@@ -14,11 +14,11 @@ Example::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from finetune.outputs import write_text
 
 FORMATS = ("txt", "json", "srt", "vtt")
 TIMED_FORMATS = frozenset({"srt", "vtt"})
@@ -126,17 +126,6 @@ def write_transcript(transcript: Transcript, stem: Path, formats: Iterable[str])
     stem.parent.mkdir(parents=True, exist_ok=True)
     for name in formats:
         path = stem.parent / f"{stem.name}.{name}"
-        _write_atomic(path, RENDERERS[name](transcript))
+        write_text(path, RENDERERS[name](transcript))
         written.append(path)
     return written
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

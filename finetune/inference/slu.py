@@ -66,6 +66,15 @@ class SpokenCommandPipeline:
                               model_kwargs=safetensors)
         return cls(asr, classifier, batch_size=batch_size, oos_threshold=oos_threshold, num_beams=num_beams)
 
+    @property
+    def language(self) -> str | None:
+        """The language the recognizer transcribes, where its model says (None: unknown)."""
+        if getattr(self.asr.model.config, "model_type", "") == "whisper":
+            from finetune.models.whisper import model_language
+
+            return model_language(self.asr.model)
+        return None
+
     def __call__(self, audio: AudioInput | Sequence[AudioInput]) -> list[dict[str, Any]]:
         """One result per input: transcript, intent (after the OOS rule), confidence, alternatives."""
         items = [audio] if isinstance(audio, (str, os.PathLike, np.ndarray, dict)) else list(audio)

@@ -41,7 +41,7 @@ from typing import Any
 
 from finetune.data.audio import AudioDecodeError, load_audio
 from finetune.inference.formats import Segment, Transcript
-from finetune.models.quantize import QUANTIZE_MODES, quantize_for_cpu
+from finetune.inference.quantize import QUANTIZE_MODES, quantize_for_cpu
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class TranscribeOptions:
     device: str | None = None  # "cpu", "cuda", "cuda:1"; None: cuda when available
     progress: bool | None = None  # None: only on a terminal
     threads: int | None = None  # torch CPU threads; fewer than cores helps on a busy machine
-    quantize: str = "none"  # "int8": dynamic int8 Linear layers for CPU decoding (see finetune.models.quantize)
+    quantize: str = "none"  # "int8": dynamic int8 Linear layers for CPU decoding (see finetune.inference.quantize)
     num_beams: int | None = None  # None: the pipeline's default for Whisper (5, as OpenAI's); 1: greedy
     # clips that fit one window: at most this many new tokens a second of audio (+10), so a model caught in a
     # repetition loop stops early instead of running to 448 tokens; fast speech is ~5 Whisper tokens/s

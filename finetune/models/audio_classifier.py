@@ -14,6 +14,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from transformers import (
@@ -26,9 +27,10 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
 
-from finetune.config import ModelArguments
+from finetune.config import ModelArguments, check_choices
 from finetune.models.ctc import FAMILY
 from finetune.models.registry import resolve_model_path
+from finetune.models.speech_encoder import SpecAugmentArguments
 from finetune.models.whisper import load_whisper, set_encoder_context
 
 logger = logging.getLogger(__name__)
@@ -36,47 +38,40 @@ logger = logging.getLogger(__name__)
 WAV2VEC2_FAMILY = FAMILY
 CLASSIFIER_ARCHITECTURES = {MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES[t]
                             for t in (*WAV2VEC2_FAMILY, "whisper") if t in MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES}
-CLASS_WEIGHTING = ("none", "balanced")
 
 
 @dataclass
 class AudioClassifierArguments:
-    """Switches of the classification head and its encoder."""
+    """Switches of the classification head (the encoder's are the shared groups of
+    :mod:`finetune.models.speech_encoder`)."""
 
-    encoder_context_seconds: int | None = field(
-        default=None,
-        metadata={"help": "Whisper: seconds of audio the encoder sees (1-30, default: the checkpoint's). Longer "
-                          "clips are bad rows. Saved with the model."},
-    )
-    freeze_feature_encoder: bool = field(
-        default=True, metadata={"help": "Wav2Vec2 family: keep the convolutional feature encoder fixed."}
-    )
-    freeze_encoder: bool = field(default=False, metadata={"help": "Train only the classification head."})
     use_weighted_layer_sum: bool = field(
         default=False, metadata={"help": "Classify a learnt mix of all encoder layers instead of the last one."}
     )
     classifier_proj_size: int = field(default=256, metadata={"help": "Width of the projection before pooling."})
-    mask_time_prob: float | None = field(
-        default=None, metadata={"help": "Wav2Vec2 family: SpecAugment time masking (default: the checkpoint's)."}
-    )
-    class_weighting: str = field(
+    class_weighting: Literal["none", "balanced"] = field(
         default="none",
         metadata={"help": "none, or balanced: weight the loss of each class by n_samples / (n_classes * count), "
                           "so rare classes count as much as frequent ones."},
     )
 
     def __post_init__(self) -> None:
-        if self.class_weighting not in CLASS_WEIGHTING:
-            raise ValueError(f"class_weighting must be one of {CLASS_WEIGHTING}, got {self.class_weighting!r}")
-        if self.encoder_context_seconds is not None and not 1 <= self.encoder_context_seconds <= 30:
-            raise ValueError(f"encoder_context_seconds must be 1..30, got {self.encoder_context_seconds}")
+        check_choices(self)
 
 
 def load_audio_classifier(
-    model_args: ModelArguments, args: AudioClassifierArguments, label2id: dict[str, int]
+    model_args: ModelArguments,
+    args: AudioClassifierArguments,
+    label2id: dict[str, int],
+    *,
+    encoder_context_seconds: int | None = None,
+    spec_augment: SpecAugmentArguments | None = None,
 ) -> tuple[PreTrainedModel, object]:
     """Model with a fresh head for ``label2id`` and its feature extractor, from a local dir, Hub id or
-    ``offline:`` alias: a Whisper ASR checkpoint, or any Wav2Vec2-family / audio-classification one."""
+    ``offline:`` alias: a Whisper ASR checkpoint (its encoder context shortened to
+    ``encoder_context_seconds`` first), or any Wav2Vec2-family / audio-classification one (its SpecAugment
+    masking replaced where ``spec_augment`` gives a value). Nothing is frozen here: see
+    :func:`freeze_classifier`."""
     path = resolve_model_path(model_args.model_name_or_path)
     common = {"revision": model_args.revision, "cache_dir": model_args.cache_dir,
               "trust_remote_code": model_args.trust_remote_code}
@@ -84,39 +79,48 @@ def load_audio_classifier(
     labels = {"num_labels": len(label2id), "label2id": dict(label2id),
               "id2label": {i: label for label, i in label2id.items()}}
     if config.model_type == "whisper" and "WhisperForAudioClassification" not in (config.architectures or []):
-        model, extractor = _from_whisper_asr(model_args, args, labels)
+        model, extractor = _from_whisper_asr(model_args, args, labels, encoder_context_seconds)
     else:
         if config.model_type not in (*WAV2VEC2_FAMILY, "whisper"):
             raise ValueError(f"{model_args.model_name_or_path} is a {config.model_type!r} model; audio classification "
                              f"takes Whisper or a Wav2Vec2-family encoder ({', '.join(WAV2VEC2_FAMILY)})")
         overrides = {"use_weighted_layer_sum": args.use_weighted_layer_sum,
-                     "classifier_proj_size": args.classifier_proj_size}
-        if args.mask_time_prob is not None:
-            overrides["mask_time_prob"] = args.mask_time_prob
+                     "classifier_proj_size": args.classifier_proj_size,
+                     **(spec_augment.overrides() if spec_augment else {})}
         model = AutoModelForAudioClassification.from_pretrained(
             path, ignore_mismatched_sizes=True, use_safetensors=True, **labels, **overrides, **common
         )
         extractor = AutoFeatureExtractor.from_pretrained(path, **common)
-        if args.encoder_context_seconds is not None and config.model_type == "whisper":
-            if args.encoder_context_seconds != extractor.chunk_length:
-                raise ValueError("this Whisper classifier's context is already set "
-                                 f"({extractor.chunk_length} s); encoder_context_seconds cannot change it")
-        if args.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
-            model.freeze_feature_encoder()
+        fixed = config.model_type == "whisper" and encoder_context_seconds not in (None, extractor.chunk_length)
+        if fixed:
+            raise ValueError(f"this Whisper classifier's context is already set ({extractor.chunk_length} s); "
+                             "encoder_context_seconds cannot change it")
     if isinstance(model, WhisperForAudioClassification):
         model.encoder.embed_positions.weight.requires_grad_(False)  # sinusoids, fixed in Whisper
-    if args.freeze_encoder:
-        encoder = model.encoder if isinstance(model, WhisperForAudioClassification) else model.base_model
-        encoder.requires_grad_(False)
     return model, extractor
 
 
-def _from_whisper_asr(model_args: ModelArguments, args: AudioClassifierArguments, labels: dict
+def freeze_classifier(model: PreTrainedModel, *, freeze_encoder: bool, freeze_feature_encoder: bool | None) -> None:
+    """Fix parts of the pretrained encoder before training. ``freeze_feature_encoder``: the convolutional
+    front end (None: yes for a Wav2Vec2-family encoder, no for Whisper's); ``freeze_encoder``: the whole
+    encoder, so that only the classification head learns."""
+    whisper = isinstance(model, WhisperForAudioClassification)
+    if whisper and freeze_feature_encoder:
+        model.encoder.conv1.requires_grad_(False)
+        model.encoder.conv2.requires_grad_(False)
+    elif not whisper and freeze_feature_encoder is not False and hasattr(model, "freeze_feature_encoder"):
+        model.freeze_feature_encoder()
+    if freeze_encoder:
+        (model.encoder if whisper else model.base_model).requires_grad_(False)
+
+
+def _from_whisper_asr(model_args: ModelArguments, args: AudioClassifierArguments, labels: dict,
+                      encoder_context_seconds: int | None
                       ) -> tuple[WhisperForAudioClassification, WhisperFeatureExtractor]:
     """Whisper ASR checkpoint -> WhisperForAudioClassification with the same encoder weights."""
     asr, processor = load_whisper(model_args)
-    if args.encoder_context_seconds is not None:
-        set_encoder_context(asr, processor, args.encoder_context_seconds)
+    if encoder_context_seconds is not None:
+        set_encoder_context(asr, processor, encoder_context_seconds)
     config = asr.config
     config.update({**labels, "use_weighted_layer_sum": args.use_weighted_layer_sum,
                    "classifier_proj_size": args.classifier_proj_size,
@@ -134,14 +138,15 @@ def load_saved_classifier(model_dir: str) -> tuple[PreTrainedModel, object]:
     return model, AutoFeatureExtractor.from_pretrained(model_dir)
 
 
-def input_limits(model_args: ModelArguments, args: AudioClassifierArguments) -> tuple[int, float | None]:
-    """Sampling rate and longest clip (Whisper's context; None: unbounded) of the model to be built,
-    read from its feature extractor before any weights are loaded, so the data is decoded once."""
+def input_limits(model_args: ModelArguments, encoder_context_seconds: int | None = None) -> tuple[int, float | None]:
+    """Sampling rate and longest clip (Whisper's context, or ``encoder_context_seconds``; None: unbounded)
+    of the model to be built, read from its feature extractor before any weights are loaded, so the data
+    is decoded once."""
     path = resolve_model_path(model_args.model_name_or_path)
     extractor = AutoFeatureExtractor.from_pretrained(path, revision=model_args.revision,
                                                      cache_dir=model_args.cache_dir)
     if isinstance(extractor, WhisperFeatureExtractor):
-        return extractor.sampling_rate, float(args.encoder_context_seconds or extractor.chunk_length)
+        return extractor.sampling_rate, float(encoder_context_seconds or extractor.chunk_length)
     return extractor.sampling_rate, None
 
 

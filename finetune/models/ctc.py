@@ -15,8 +15,9 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import yaml
@@ -31,8 +32,9 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES
 
-from finetune.config import ModelArguments
+from finetune.config import ModelArguments, check_choices
 from finetune.models.registry import resolve_model_path
+from finetune.models.speech_encoder import FreezeArguments, SpecAugmentArguments
 
 logger = logging.getLogger(__name__)
 
@@ -60,22 +62,15 @@ class CTCArguments:
         metadata={"help": "Reuse this CTC tokenizer (e.g. an already fine-tuned model's) instead of building a "
                           "character vocabulary from the training transcripts."},
     )
-    freeze_feature_encoder: bool | None = field(
-        default=None,
-        metadata={"help": "Keep the convolutional feature encoder fixed (default: yes for a pretrained encoder, "
-                          "no when training from scratch)."},
-    )
-    mask_time_prob: float = field(default=0.05, metadata={"help": "SpecAugment: share of frames masked in time."})
-    mask_time_length: int = field(default=10, metadata={"help": "SpecAugment: frames per time mask."})
-    mask_feature_prob: float = field(default=0.0, metadata={"help": "SpecAugment: share of channels masked."})
-    mask_feature_length: int = field(default=10, metadata={"help": "SpecAugment: channels per feature mask."})
     layerdrop: float = field(default=0.0, metadata={"help": "Probability of skipping a transformer layer."})
     hidden_dropout: float | None = field(default=None, metadata={"help": "Override the checkpoint's dropout."})
     activation_dropout: float | None = field(default=None, metadata={"help": "Override the checkpoint's dropout."})
     attention_dropout: float | None = field(default=None, metadata={"help": "Override the checkpoint's dropout."})
     feat_proj_dropout: float | None = field(default=None, metadata={"help": "Override the checkpoint's dropout."})
     final_dropout: float | None = field(default=None, metadata={"help": "Dropout before the CTC head."})
-    ctc_loss_reduction: str = field(default="mean", metadata={"help": "mean (per target length) or sum."})
+    ctc_loss_reduction: Literal["mean", "sum"] = field(
+        default="mean", metadata={"help": "mean (per target length) or sum."}
+    )
     ctc_zero_infinity: bool = field(
         default=False,
         metadata={"help": "Zero infinite losses. Rows too short for their transcript are already bad rows."},
@@ -87,11 +82,9 @@ class CTCArguments:
     )
 
     def __post_init__(self) -> None:
-        if self.ctc_loss_reduction not in ("mean", "sum"):
-            raise ValueError(f"ctc_loss_reduction must be mean or sum, got {self.ctc_loss_reduction!r}")
-        for name in ("mask_time_prob", "mask_feature_prob", "layerdrop"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        check_choices(self)
+        if not 0.0 <= self.layerdrop < 1.0:
+            raise ValueError(f"layerdrop must be in [0, 1), got {self.layerdrop}")
 
 
 def build_vocab(transcripts: Iterable[str]) -> dict[str, int]:
@@ -169,21 +162,28 @@ def load_feature_extractor(model_args: ModelArguments, ctc_args: CTCArguments) -
 
 
 def load_ctc_model(
-    model_args: ModelArguments, ctc_args: CTCArguments, tokenizer: Wav2Vec2CTCTokenizer, *, fresh_head: bool = True
+    model_args: ModelArguments,
+    ctc_args: CTCArguments,
+    tokenizer: Wav2Vec2CTCTokenizer,
+    *,
+    freeze: FreezeArguments | None = None,
+    spec_augment: SpecAugmentArguments | None = None,
+    fresh_head: bool = True,
 ) -> PreTrainedModel:
     """A pretrained encoder (local dir, Hub id) under a CTC head of ``len(tokenizer)`` outputs, or, with
     ``model_config``, a randomly initialised model. ``fresh_head``: re-initialise a checkpoint's CTC
-    head even when its size matches, since its outputs meant other characters."""
+    head even when its size matches, since its outputs meant other characters. ``spec_augment``
+    replaces the masking of the checkpoint (or scratch config) where given; ``freeze`` fixes the
+    convolutional feature encoder (by default: for a pretrained encoder only) or everything but the
+    CTC head (``freeze_encoder``)."""
+    freeze = freeze or FreezeArguments()
     head = {
         "vocab_size": len(tokenizer),
         "pad_token_id": tokenizer.pad_token_id,
         "ctc_loss_reduction": ctc_args.ctc_loss_reduction,
         "ctc_zero_infinity": ctc_args.ctc_zero_infinity,
-        "mask_time_prob": ctc_args.mask_time_prob,
-        "mask_time_length": ctc_args.mask_time_length,
-        "mask_feature_prob": ctc_args.mask_feature_prob,
-        "mask_feature_length": ctc_args.mask_feature_length,
         "layerdrop": ctc_args.layerdrop,
+        **(spec_augment.overrides() if spec_augment else {}),
         **{name: getattr(ctc_args, name) for name in _OVERRIDABLE if getattr(ctc_args, name) is not None},
     }
     if ctc_args.model_config:
@@ -191,9 +191,18 @@ def load_ctc_model(
         config.update(head)
         model = AutoModelForCTC.from_config(config)
         logger.info("training %s from scratch: %.2fM parameters", config.model_type, model.num_parameters() / 1e6)
-        if ctc_args.freeze_feature_encoder:
+        if freeze.freeze_feature_encoder:
             model.freeze_feature_encoder()
-        return model
+    else:
+        model = _pretrained_ctc_model(model_args, head, fresh_head=fresh_head)
+        if freeze.freeze_feature_encoder is not False:
+            model.freeze_feature_encoder()
+    if freeze.freeze_encoder:  # train the CTC head (lm_head) only
+        model.base_model.requires_grad_(False)
+    return model
+
+
+def _pretrained_ctc_model(model_args: ModelArguments, head: dict[str, Any], *, fresh_head: bool) -> PreTrainedModel:
     path = resolve_model_path(model_args.model_name_or_path)
     common = {"revision": model_args.revision, "cache_dir": model_args.cache_dir,
               "trust_remote_code": model_args.trust_remote_code}
@@ -208,8 +217,6 @@ def load_ctc_model(
     if had_head and fresh_head:
         torch.nn.init.normal_(model.lm_head.weight, std=config.initializer_range)
         torch.nn.init.zeros_(model.lm_head.bias)
-    if ctc_args.freeze_feature_encoder is not False:
-        model.freeze_feature_encoder()
     return model
 
 
@@ -221,5 +228,5 @@ def output_frames(model: PreTrainedModel, num_samples: list[int]) -> list[int]:
 
 def ctc_frames_needed(label_ids: list[int]) -> int:
     """The fewest frames CTC can align ``label_ids`` to: one per label, plus a blank between repeats."""
-    repeats = sum(1 for a, b in zip(label_ids, label_ids[1:]) if a == b)
+    repeats = sum(1 for a, b in pairwise(label_ids) if a == b)
     return len(label_ids) + repeats

@@ -42,11 +42,6 @@ class DistillArguments:
         metadata={"help": "Exactly which teacher decoder layers to keep, e.g. [0, 3] (overrides "
                           "student_decoder_layers)."},
     )
-    freeze_encoder: bool = field(
-        default=True,
-        metadata={"help": "Keep the copied encoder fixed (distil-whisper does); the teacher then reuses the "
-                          "student's encoder output instead of running its own."},
-    )
     ce_weight: float = field(default=0.8, metadata={"help": "Weight of the cross-entropy on the labels."})
     kl_weight: float = field(default=1.0, metadata={"help": "Weight of KL(teacher || student)."})
     temperature: float = field(default=2.0, metadata={"help": "Softmax temperature of the KL term (> 0)."})
@@ -156,10 +151,13 @@ class DistillationTrainer(Seq2SeqTrainer):
     Evaluation (``predict_with_generate``) is untouched: it scores the student alone.
     """
 
-    def __init__(self, *args, teacher: WhisperForConditionalGeneration, distill: DistillArguments, **kwargs):
+    def __init__(self, *args, teacher: WhisperForConditionalGeneration, distill: DistillArguments,
+                 reuse_student_encoder: bool, **kwargs):
         super().__init__(*args, **kwargs)
         self.teacher = teacher.eval().requires_grad_(False).to(self.args.device)
         self.distill = distill
+        # with the copied encoder frozen, teacher and student encoders are the same weights
+        self.reuse_student_encoder = reuse_student_encoder
         # the loss below is a per-batch mean: let the Trainer divide it over accumulation steps
         self.model_accepts_loss_kwargs = False
 
@@ -167,7 +165,7 @@ class DistillationTrainer(Seq2SeqTrainer):
         labels = inputs["labels"]
         outputs = model(**inputs)
         with torch.no_grad():
-            if self.distill.freeze_encoder:  # same frozen weights: reuse the student's encoder output
+            if self.reuse_student_encoder:
                 teacher_out = self.teacher(encoder_outputs=(outputs.encoder_last_hidden_state,), labels=labels)
             else:
                 teacher_out = self.teacher(input_features=inputs["input_features"], labels=labels)

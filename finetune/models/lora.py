@@ -16,8 +16,6 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_DIR = "lora_adapter"
-
 
 @dataclass
 class LoraArguments:

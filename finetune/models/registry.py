@@ -19,7 +19,7 @@ def cache_root() -> Path:
 
 
 def _whisper_tiny_en(target: Path) -> Path:
-    from finetune.models.whisper_ct2 import convert_ct2_whisper, default_ct2_source
+    from finetune.convert.ct2_import import convert_ct2_whisper, default_ct2_source
 
     return convert_ct2_whisper(default_ct2_source(), target)
 

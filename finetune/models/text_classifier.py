@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig, PreTrainedModel
@@ -23,27 +22,6 @@ logger = logging.getLogger(__name__)
 OOS_THRESHOLD_KEY = "oos_threshold"
 OOS_LABEL_KEY = "oos_label"
 DEFAULT_OOS_LABEL = "oos"
-
-
-@dataclass
-class TextClassifierArguments:
-    """Tokenization and out-of-scope settings of a text intent classifier."""
-
-    max_seq_length: int = field(default=128, metadata={"help": "Longer queries are truncated to this many tokens."})
-    oos_target_recall: float | None = field(
-        default=None,
-        metadata={
-            "help": "Tune an out-of-scope threshold on the validation split: the highest softmax confidence that "
-            "still accepts this share of in-scope queries (e.g. 0.95). Saved in config.json as oos_threshold."
-        },
-    )
-    oos_label: str = field(default=DEFAULT_OOS_LABEL, metadata={"help": "The answer for rejected queries."})
-
-    def __post_init__(self) -> None:
-        if self.max_seq_length < 8:
-            raise ValueError(f"max_seq_length must be at least 8, got {self.max_seq_length}")
-        if self.oos_target_recall is not None and not 0 < self.oos_target_recall <= 1:
-            raise ValueError(f"oos_target_recall must be in (0, 1], got {self.oos_target_recall}")
 
 
 def load_text_classifier(

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
 
-from finetune.config import ModelArguments
+from finetune.config import ModelArguments, check_choices
+from finetune.data.text import language_code
 from finetune.models.registry import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -24,29 +26,16 @@ ENCODER_DOWNSAMPLING = 2  # conv2 has stride 2
 
 @dataclass
 class WhisperArguments:
-    """Whisper-only switches."""
+    """Whisper-only switches (the spoken language is the shared ``language`` key)."""
 
-    language: str | None = field(
-        default=None, metadata={"help": "Spoken language for multilingual checkpoints (e.g. 'english', 'fr')."}
-    )
-    whisper_task: str = field(default="transcribe", metadata={"help": "transcribe or translate."})
-    encoder_context_seconds: int = field(
-        default=30,
-        metadata={
-            "help": "Seconds of audio the encoder sees (1-30). Short clips train ~10x faster with a short "
-            "context; it is learnt by fine-tuning and saved with the model."
-        },
-    )
-    freeze_encoder: bool = field(default=False, metadata={"help": "Train only the decoder."})
+    whisper_task: Literal["transcribe", "translate"] = field(
+        default="transcribe", metadata={"help": "transcribe, or translate (into English)."})
     max_label_length: int | None = field(
         default=None, metadata={"help": "Longest transcript in tokens (default: the decoder's positions, 448)."}
     )
 
     def __post_init__(self) -> None:
-        if not 1 <= self.encoder_context_seconds <= 30:
-            raise ValueError(f"encoder_context_seconds must be 1..30, got {self.encoder_context_seconds}")
-        if self.whisper_task not in ("transcribe", "translate"):
-            raise ValueError(f"whisper_task must be transcribe or translate, got {self.whisper_task!r}")
+        check_choices(self)
 
 
 def load_whisper(model_args: ModelArguments) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
@@ -97,12 +86,25 @@ def set_encoder_context(model: WhisperForConditionalGeneration, processor: Whisp
     logger.info("encoder context set to %d s (%d positions)", seconds, positions)
 
 
-def freeze_for_finetuning(model: WhisperForConditionalGeneration, *, freeze_encoder: bool) -> None:
+def freeze_for_finetuning(model: WhisperForConditionalGeneration, *, freeze_encoder: bool,
+                          freeze_feature_encoder: bool = False) -> None:
     """Freeze the sinusoidal encoder positions (fixed in Whisper; ``from_pretrained`` leaves them
-    trainable in transformers 5) and, on request, the whole encoder."""
-    model.model.encoder.embed_positions.weight.requires_grad_(False)
+    trainable in transformers 5) and, on request, the convolutional front end or the whole encoder."""
+    encoder = model.model.encoder
+    encoder.embed_positions.weight.requires_grad_(False)
+    if freeze_feature_encoder:
+        encoder.conv1.requires_grad_(False)
+        encoder.conv2.requires_grad_(False)
     if freeze_encoder:
-        model.model.encoder.requires_grad_(False)
+        encoder.requires_grad_(False)
+
+
+def model_language(model: WhisperForConditionalGeneration) -> str | None:
+    """The language a Whisper checkpoint transcribes, where it says: English for English-only ones."""
+    generation = model.generation_config
+    if not getattr(generation, "is_multilingual", False):
+        return "en"
+    return getattr(generation, "language", None)
 
 
 def configure_generation(
@@ -112,8 +114,9 @@ def configure_generation(
     generation = model.generation_config
     multilingual = bool(getattr(generation, "is_multilingual", False))
     if not multilingual:
-        if language not in (None, "en", "english") or task != "transcribe":
-            raise ValueError("this Whisper checkpoint is English-only: leave language unset and whisper_task=transcribe")
+        if language_code(language) not in (None, "en") or task != "transcribe":
+            raise ValueError("this Whisper checkpoint is English-only: leave language unset (or en) and "
+                             "whisper_task=transcribe")
         language = None
     generation.forced_decoder_ids = None
     model.config.forced_decoder_ids = None

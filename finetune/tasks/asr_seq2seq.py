@@ -1,6 +1,7 @@
-"""Recipe: fine-tune an encoder-decoder speech recognizer (Whisper) with Seq2SeqTrainer.
+"""Task: fine-tune an encoder-decoder speech recognizer (Whisper) with Seq2SeqTrainer.
 
-setup (model, processor, data) -> optional zero-shot evaluation -> train -> save -> evaluate.
+prepare (model, processor, language) -> zero-shot score at the checkpoint's context -> trim the
+context, freeze, add LoRA adapters -> train -> merge adapters -> save -> score.
 """
 
 from __future__ import annotations
@@ -9,100 +10,54 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from transformers import Seq2SeqTrainingArguments, set_seed
-
-from finetune.config import DataArguments, ModelArguments, RunArguments
-from finetune.data.report import write_reports
-from finetune.models.lora import ADAPTER_DIR, LoraArguments, apply_lora, merge_lora
+from finetune.models.lora import LoraArguments, apply_lora, merge_lora
+from finetune.models.speech_encoder import EncoderContextArguments, FreezeArguments
 from finetune.models.whisper import (
     WhisperArguments,
     configure_generation,
+    context_seconds,
     freeze_for_finetuning,
     load_whisper,
+    model_language,
     set_encoder_context,
 )
-from finetune.recipe import asr_headline, checkpoint_to_resume, save_trained, write_eval_outputs
-from finetune.whisper_recipe import (
-    WHISPER_DEFAULTS,
-    evaluate_generation,
-    evaluate_saved,
-    prepare_split,
-    results_payload,
-    whisper_trainer,
-)
+from finetune.outputs import LORA_ADAPTER_DIR
+from finetune.tasks.base import TaskRun
+from finetune.tasks.whisper_common import WhisperTask, bound_clip_length
 
 logger = logging.getLogger(__name__)
 
-NAME = "asr_seq2seq"
-ARCHITECTURES = {"WhisperForConditionalGeneration"}
-DEFAULTS: dict[str, Any] = dict(WHISPER_DEFAULTS)
 
+class WhisperFineTuning(WhisperTask):
+    name = "asr_seq2seq"
+    option_classes = (WhisperArguments, EncoderContextArguments, FreezeArguments, LoraArguments)
 
-def argument_classes() -> tuple[type, ...]:
-    return (RunArguments, ModelArguments, DataArguments, WhisperArguments, LoraArguments, Seq2SeqTrainingArguments)
+    def prepare(self, run: TaskRun) -> None:
+        options = run.options
+        run.model, run.processor = load_whisper(options.model)
+        configure_generation(run.model, run.processor, language=options.data.language,
+                             task=options[WhisperArguments].whisper_task)
+        run.language = run.language or model_language(run.model)
+        run.state["max_label_length"] = options[WhisperArguments].max_label_length
+        context = options[EncoderContextArguments].encoder_context_seconds or context_seconds(run.processor)
+        if options.data.max_duration_in_seconds > context:
+            logger.info("clips longer than the encoder context (%d s) are bad rows", context)
+        bound_clip_length(run, context)
 
+    def adapt_for_training(self, run: TaskRun, model: Any) -> Any:
+        options = run.options
+        seconds = options[EncoderContextArguments].encoder_context_seconds
+        if seconds is not None:
+            set_encoder_context(model, run.processor, seconds)
+        freeze = options[FreezeArguments]
+        freeze_for_finetuning(model, freeze_encoder=freeze.freeze_encoder,
+                              freeze_feature_encoder=bool(freeze.freeze_feature_encoder))
+        return apply_lora(model, options[LoraArguments])
 
-def train(
-    run: RunArguments,
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    whisper_args: WhisperArguments,
-    lora_args: LoraArguments,
-    training_args: Seq2SeqTrainingArguments,
-) -> dict[str, Any]:
-    """Fine-tune and evaluate; returns the final (and zero-shot, if asked) metrics."""
-    set_seed(training_args.seed)
-    logger.info("training on %s, world size %d", training_args.device, training_args.world_size)
-    resume_from = checkpoint_to_resume(training_args.output_dir, run.resume)
-    with training_args.main_process_first(desc="loading model"):
-        model, processor = load_whisper(model_args)
-    configure_generation(model, processor, language=whisper_args.language, task=whisper_args.whisper_task)
-    if data_args.max_duration_in_seconds > whisper_args.encoder_context_seconds:
-        logger.info("clips longer than encoder_context_seconds=%d are bad rows", whisper_args.encoder_context_seconds)
-        data_args.max_duration_in_seconds = float(whisper_args.encoder_context_seconds)
-
-    max_label_length = whisper_args.max_label_length or model.config.max_target_positions
-    with training_args.main_process_first(desc="preparing data"):
-        train_set, train_report = prepare_split(data_args, processor, data_args.train_split_name, max_label_length,
-                                                data_args.dataset_name, data_args.max_train_samples,
-                                                for_training=True)
-        eval_set, eval_report = None, None
-        if data_args.eval_split_name:
-            eval_set, eval_report = prepare_split(data_args, processor, data_args.eval_split_name,
-                                                  max_label_length,
-                                                  data_args.eval_dataset_name or data_args.dataset_name,
-                                                  data_args.max_eval_samples)
-    if training_args.should_save:
-        write_reports([r for r in (train_report, eval_report) if r], training_args.output_dir)
-
-    results: dict[str, Any] = {}
-    if run.evaluate_before_training and eval_set is not None and resume_from is None:
-        zero_shot_trainer = whisper_trainer(model, processor, training_args, None, eval_set)
-        results["zero_shot"] = evaluate_generation(zero_shot_trainer, eval_set, processor, "zero_shot")
-        logger.info("zero-shot: %s", asr_headline(results["zero_shot"]))
-
-    set_encoder_context(model, processor, whisper_args.encoder_context_seconds)
-    freeze_for_finetuning(model, freeze_encoder=whisper_args.freeze_encoder)
-    model = apply_lora(model, lora_args)
-    trainer = whisper_trainer(model, processor, training_args, train_set, eval_set, data_args.max_batch_seconds)
-    train_output = trainer.train(resume_from_checkpoint=resume_from)
-    if lora_args.lora_r:  # save and evaluate a plain model: adapters merged into the weights
-        adapter_dir = Path(training_args.output_dir) / ADAPTER_DIR if trainer.is_world_process_zero() else None
-        trainer.model = trainer.model_wrapped = merge_lora(trainer.model, adapter_dir)
-    save_trained(trainer, training_args, metric="wer")
-    results["train"] = train_output.metrics
-
-    if eval_set is not None:
-        results["eval"] = evaluate_generation(trainer, eval_set, processor, "eval")
-        logger.info("fine-tuned: %s", asr_headline(results["eval"]))
-        if trainer.is_world_process_zero():
-            payload = results_payload(results["eval"], model_args.model_name_or_path, data_args, eval_report)
-            if "zero_shot" in results:
-                payload["zero_shot"] = {k: results["zero_shot"][k] for k in ("wer", "cer", "wer_raw", "cer_raw")}
-            write_eval_outputs(training_args.output_dir, payload, results["eval"].pop("predictions"))
-    return results
-
-
-def evaluate(model_dir: str, data_args: DataArguments, output_dir: str, batch_size: int = 8) -> dict[str, Any]:
-    """Score a saved (or imported) model on one split; writes eval_results.json + predictions.jsonl."""
-    return evaluate_saved(model_dir, data_args, output_dir, batch_size=batch_size)
+    def finish_training(self, run: TaskRun, trainer: Any) -> dict[str, Any]:
+        """Save and score a plain model: LoRA adapters merged into the weights (kept apart too)."""
+        if run.options[LoraArguments].lora_r:
+            output_dir = Path(run.options.training.output_dir)
+            adapter_dir = output_dir / LORA_ADAPTER_DIR if trainer.is_world_process_zero() else None
+            trainer.model = trainer.model_wrapped = run.model = merge_lora(trainer.model, adapter_dir)
+        return super().finish_training(run, trainer)

@@ -1,6 +1,7 @@
-"""Recipe: intents from a sentence encoder with few or no labelled examples (zero-shot / k-shot).
+"""Task: intents from a sentence encoder with few or no labelled examples (zero-shot / k-shot).
 
-setup (intents from the training split) -> prototypes -> save -> evaluate on the test split.
+fit (intents and their descriptions from the training split, k examples drawn per intent) -> prototypes
+(tuning the encoder first for setfit) -> save -> score the test split. No Trainer: ``train`` is its own.
 
 - ``num_shots: 0``: zero-shot. Each intent is known only by a short description (a file, or its name
   made readable); a query gets the intent whose description embedding is most similar.
@@ -14,21 +15,20 @@ A query whose best cosine similarity is below ``oos_threshold`` is answered ``oo
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import datasets
 from transformers import TrainingArguments, set_seed
 
-from finetune.config import DataArguments, ModelArguments, RunArguments
+from finetune.config import ConfigError, check_choices
 from finetune.data.few_shot import intent_descriptions, sample_per_intent
 from finetune.data.report import DataReport, write_reports
-from finetune.data.text_data import UNSEEN_POLICIES, check_known_labels, label_maps, load_text_split
-from finetune.intent_report import intent_results, write_intent_outputs
+from finetune.data.text_data import label_maps
+from finetune.evaluation.classification import score_intents
 from finetune.models.contrastive import ContrastiveSettings, contrastive_tune
 from finetune.models.prototype_classifier import (
     ARCHITECTURE,
@@ -38,17 +38,13 @@ from finetune.models.prototype_classifier import (
     prototypes_from,
 )
 from finetune.models.registry import resolve_model_path
-from finetune.models.text_classifier import DEFAULT_OOS_LABEL
+from finetune.outputs import FEW_SHOT_EXAMPLES, write_jsonl
+from finetune.tasks.base import TRAINER_DEFAULTS, Scores, TaskOptions, TaskRun, results_payload
+from finetune.tasks.intent_common import IntentArguments, IntentEvalArguments, IntentTask, know_intents
 
 logger = logging.getLogger(__name__)
 
-NAME = "intent_few_shot"
-ARCHITECTURES = frozenset({ARCHITECTURE})
-METHODS = ("centroid", "setfit")
-# SetFit's own defaults for the contrastive step (body learning rate 2e-5, batch 16, one epoch)
-DEFAULTS: dict[str, Any] = {"report_to": "none", "learning_rate": 2e-5, "per_device_train_batch_size": 16,
-                            "num_train_epochs": 1}
-SHOTS_FILE = "few_shot_examples.jsonl"
+BATCH_SIZE = "batch_size"  # TaskRun.state: queries embedded together when scoring
 
 
 @dataclass
@@ -57,9 +53,9 @@ class FewShotArguments:
 
     num_shots: int = field(default=0, metadata={"help": "Examples per intent, drawn with `seed` from the training "
                                                         "split; 0: zero-shot from intent descriptions."})
-    method: str = field(default="centroid", metadata={"help": "centroid: mean embedding of each intent's examples "
-                                                              "(no training); setfit: contrastive tuning of the "
-                                                              "encoder on the examples first."})
+    method: Literal["centroid", "setfit"] = field(
+        default="centroid", metadata={"help": "centroid: mean embedding of each intent's examples (no training); "
+                                              "setfit: contrastive tuning of the encoder on the examples first."})
     intent_descriptions_file: str | None = field(
         default=None, metadata={"help": "JSON/YAML mapping intent -> short description, for zero-shot (default: "
                                         "the intent name made readable, BookRestaurant -> 'book restaurant')."})
@@ -69,19 +65,14 @@ class FewShotArguments:
                                         "measured, most at k=1 (see scripts/results/few_shot.json)."})
     oos_threshold: float | None = field(
         default=None, metadata={"help": "Cosine similarity below which a query is out of scope (null: never)."})
-    oos_label: str = field(default=DEFAULT_OOS_LABEL, metadata={"help": "The answer for rejected queries."})
-    max_seq_length: int = field(default=128, metadata={"help": "Longer queries are truncated to this many tokens."})
     embedding_batch_size: int = field(default=64, metadata={"help": "Queries embedded together."})
     setfit_num_iterations: int = field(
         default=20, metadata={"help": "method=setfit: positive and negative pairs drawn per example."})
-    unseen_eval_intents: str = field(
-        default="error", metadata={"help": "An eval intent absent from training: 'error' or 'oos'."})
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if self.num_shots < 0:
             raise ValueError(f"num_shots must be 0 (zero-shot) or more, got {self.num_shots}")
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.method == "setfit" and self.num_shots == 0:
             raise ValueError("method=setfit tunes on labelled examples: set num_shots >= 1 (or method=centroid "
                              "for zero-shot)")
@@ -89,120 +80,143 @@ class FewShotArguments:
             raise ValueError("method=setfit needs the setfit package: pip install 'finetune[few-shot]'")
         if self.oos_threshold is not None and not -1 <= self.oos_threshold <= 1:
             raise ValueError(f"oos_threshold is a cosine similarity in [-1, 1], got {self.oos_threshold}")
-        if self.unseen_eval_intents not in UNSEEN_POLICIES:
-            raise ValueError(f"unseen_eval_intents must be one of {UNSEEN_POLICIES}, got {self.unseen_eval_intents!r}")
-        if self.max_seq_length < 8 or self.embedding_batch_size < 1 or self.setfit_num_iterations < 1:
-            raise ValueError("max_seq_length must be >= 8, embedding_batch_size and setfit_num_iterations >= 1")
+        if self.embedding_batch_size < 1 or self.setfit_num_iterations < 1:
+            raise ValueError("embedding_batch_size and setfit_num_iterations must be >= 1")
 
 
-def argument_classes() -> tuple[type, ...]:
-    return RunArguments, ModelArguments, DataArguments, FewShotArguments, TrainingArguments
+class FewShotIntents(IntentTask):
+    name = "intent_few_shot"
+    architectures = frozenset({ARCHITECTURE})
+    option_classes = (IntentArguments, FewShotArguments, IntentEvalArguments)
+    uses_trainer = False
+    # SetFit's own defaults for the contrastive step (body learning rate 2e-5, batch 16, one epoch)
+    defaults: ClassVar[dict[str, Any]] = {**TRAINER_DEFAULTS, "learning_rate": 2e-5,
+                                          "per_device_train_batch_size": 16, "num_train_epochs": 1}
 
+    def check(self, options: TaskOptions) -> None:
+        if options.data.max_batch_seconds:
+            raise ConfigError(f"max_batch_seconds bounds batches by audio seconds; task {self.name} reads text")
+        few = options[FewShotArguments]
+        if few.num_shots and few.intent_descriptions_file and not few.descriptions_as_examples:
+            logger.warning("num_shots=%d: prototypes come from the examples; %s is not used", few.num_shots,
+                           few.intent_descriptions_file)
 
-def train(
-    run: RunArguments,
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    few_args: FewShotArguments,
-    training_args: TrainingArguments,
-) -> dict[str, Any]:
-    """Build the prototypes (tuning the encoder first for setfit), save, evaluate on the test split."""
-    set_seed(training_args.seed)
-    started = time.perf_counter()
-    full_train, train_report = load_text_split(data_args, data_args.train_split_name,
-                                               max_samples=data_args.max_train_samples)
-    intents = list(label_maps(list(full_train["label"]))[0].values())
-    descriptions = intent_descriptions(intents, few_args.intent_descriptions_file)
-    test_set, test_report, test_source = None, None, data_args.eval_dataset_name or data_args.dataset_name
-    if data_args.eval_split_name:
-        test_set, test_report = load_text_split(data_args, data_args.eval_split_name, source=test_source,
-                                                max_samples=data_args.max_eval_samples)
-        test_set = check_known_labels(test_set, {intent: i for i, intent in enumerate(intents)},
-                                      policy=few_args.unseen_eval_intents, oos_label=few_args.oos_label,
-                                      source=f"{test_source} [{data_args.eval_split_name}]")
-    write_reports([r for r in (train_report, test_report) if r], training_args.output_dir)
+    # ------------------------------------------------------------------------------ training
 
-    encoder, tokenizer = load_encoder(model_args.model_name_or_path, revision=model_args.revision,
-                                      cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code)
-    shots = None
-    if few_args.num_shots:
-        chosen = sample_per_intent(list(full_train["label"]), few_args.num_shots, training_args.seed,
-                                   source=f"{data_args.dataset_name} [{data_args.train_split_name}]")
-        shots = full_train.select(chosen)
-        if few_args.method == "setfit":
-            encoder = contrastive_tune(resolve_model_path(model_args.model_name_or_path), list(shots["text"]),
-                                       list(shots["label"]), _contrastive_settings(few_args, training_args))
-        texts, labels = list(shots["text"]), list(shots["label"])
-        if few_args.descriptions_as_examples:
-            texts, labels = texts + [descriptions[i] for i in intents], labels + list(intents)
-    else:
-        texts, labels = [descriptions[i] for i in intents], list(intents)
-    if few_args.num_shots and few_args.intent_descriptions_file and not few_args.descriptions_as_examples:
-        logger.warning("num_shots=%d: prototypes come from the examples; %s is not used", few_args.num_shots,
-                       few_args.intent_descriptions_file)
-    embeddings = embed_texts(encoder, tokenizer, texts, batch_size=few_args.embedding_batch_size,
-                             max_length=few_args.max_seq_length)
-    method = few_args.method if few_args.num_shots else "zero-shot"
-    classifier = PrototypeClassifier(
-        encoder=encoder, tokenizer=tokenizer, intents=intents, prototypes=prototypes_from(embeddings, labels, intents),
-        max_length=few_args.max_seq_length, oos_threshold=few_args.oos_threshold, oos_label=few_args.oos_label,
-        metadata={"method": method, "num_shots": few_args.num_shots, "seed": training_args.seed,
-                  **({} if few_args.num_shots else {"descriptions": descriptions})},
-    )
-    build_seconds = time.perf_counter() - started
-    classifier.save(training_args.output_dir)
-    if shots is not None:  # which examples the prototypes came from, for reproducing or auditing a run
-        _write_shots(Path(training_args.output_dir) / SHOTS_FILE, shots)
-    results: dict[str, Any] = {"train": {"intents": len(intents), "examples": len(texts),
-                                         "method": method, "runtime_s": round(build_seconds, 1)}}
-    if test_set is not None:
-        payload, rows = _score(classifier, test_set, model=model_args.model_name_or_path, dataset_name=test_source,
-                               split=data_args.eval_split_name, report=test_report,
-                               batch_size=few_args.embedding_batch_size)
+    def train(self, options: TaskOptions) -> dict[str, Any]:
+        """Build the prototypes (tuning the encoder first for setfit), save, score the test split."""
+        args, data = options.training, options.data
+        self.check(options)
+        set_seed(args.seed)
+        run = TaskRun(options, language=data.language)
+        started = time.perf_counter()
+        train_set, train_report = self.read_split(run, data.train_split_name, data.dataset_name,
+                                                  data.max_train_samples, training=True)
+        shots = self.fit(run, train_set, train_report)
+        eval_source = data.eval_dataset_name or data.dataset_name
+        eval_set = eval_report = None
+        if data.eval_split_name:
+            eval_set, eval_report = self.read_split(run, data.eval_split_name, eval_source, data.max_eval_samples,
+                                                    training=False)
+        if args.should_save:
+            write_reports([r for r in (train_report, eval_report) if r], args.output_dir)
+
+        examples = self._build_classifier(run, shots)
+        build_seconds = time.perf_counter() - started
+        if args.should_save:
+            run.model.save(args.output_dir)
+            if shots is not None:  # which examples the prototypes came from, for reproducing or auditing a run
+                write_jsonl(Path(args.output_dir) / FEW_SHOT_EXAMPLES,
+                            ({"row": int(r), "text": t, "intent": lab}
+                             for r, t, lab in zip(shots["row"], shots["text"], shots["label"])))
+        results: dict[str, Any] = {"train": {"intents": len(run.model.intents), "examples": examples,
+                                             "method": run.model.metadata["method"],
+                                             "runtime_s": round(build_seconds, 1)}}
+        if eval_set is None:
+            return results
+        scores = self.score(run, None, eval_set, "eval")
+        payload = results_payload(self, self.base_model_name(options), eval_source, data.eval_split_name, scores,
+                           eval_report)
         payload["train_runtime_s"] = round(build_seconds, 1)
-        write_intent_outputs(training_args.output_dir, payload, rows)
         results["eval"] = payload
-        logger.info("test: accuracy %.2f%%, macro-F1 %.2f%% on %d queries", 100 * payload["accuracy"],
-                    100 * payload["f1_macro"], payload["num_samples"])
-    return results
+        if args.should_save:
+            self.write_outputs(args.output_dir, payload, scores.rows)
+        logger.info("test: %s", self.headline(payload))
+        return results
+
+    def fit(self, run: TaskRun, train_set: Any, report: DataReport | None) -> Any:
+        """The intents, their descriptions and, with ``num_shots``, the examples drawn (else None)."""
+        options = run.options
+        few, data = options[FewShotArguments], options.data
+        intents = list(label_maps(list(train_set["label"]))[0].values())
+        know_intents(run, intents, options[IntentArguments].oos_label)
+        run.state["intents"] = intents
+        run.state["descriptions"] = intent_descriptions(intents, few.intent_descriptions_file)
+        run.state[BATCH_SIZE] = few.embedding_batch_size
+        if not few.num_shots:
+            return None
+        chosen = sample_per_intent(list(train_set["label"]), few.num_shots, options.training.seed,
+                                   source=f"{data.dataset_name} [{data.train_split_name}]")
+        return train_set.select(chosen)
+
+    def _build_classifier(self, run: TaskRun, shots: datasets.Dataset | None) -> int:
+        """``run.model``: the prototype classifier from the shots (and descriptions); returns how many
+        examples its prototypes were made from."""
+        options = run.options
+        few, model_args, length = options[FewShotArguments], options.model, options[IntentArguments].max_seq_length
+        intents, descriptions = run.state["intents"], run.state["descriptions"]
+        encoder, tokenizer = load_encoder(model_args.model_name_or_path, revision=model_args.revision,
+                                          cache_dir=model_args.cache_dir,
+                                          trust_remote_code=model_args.trust_remote_code)
+        if shots is not None:
+            texts, labels = list(shots["text"]), list(shots["label"])
+            if few.method == "setfit":
+                encoder = contrastive_tune(resolve_model_path(model_args.model_name_or_path), texts, labels,
+                                           _contrastive_settings(few, length, options.training))
+            if few.descriptions_as_examples:
+                texts, labels = texts + [descriptions[i] for i in intents], labels + list(intents)
+        else:
+            texts, labels = [descriptions[i] for i in intents], list(intents)
+        embeddings = embed_texts(encoder, tokenizer, texts, batch_size=few.embedding_batch_size, max_length=length)
+        method = few.method if few.num_shots else "zero-shot"
+        run.model = PrototypeClassifier(
+            encoder=encoder, tokenizer=tokenizer, intents=intents,
+            prototypes=prototypes_from(embeddings, labels, intents), max_length=length,
+            oos_threshold=few.oos_threshold, oos_label=options[IntentArguments].oos_label,
+            metadata={"method": method, "num_shots": few.num_shots, "seed": options.training.seed,
+                      **({} if few.num_shots else {"descriptions": descriptions})},
+        )
+        return len(texts)
+
+    # ------------------------------------------------------------------------------ scoring
+
+    def score(self, run: TaskRun, trainer: Any, dataset: Any, prefix: str) -> Scores:
+        """Nearest prototype and its cosine similarity per query (no Trainer: ``trainer`` is None)."""
+        classifier: PrototypeClassifier = run.model
+        started = time.perf_counter()
+        labels, similarities = classifier.classify(classifier.embed(list(dataset["text"]), run.state[BATCH_SIZE]))
+        metrics, rows = score_intents(
+            dataset, labels, similarities.tolist(), elapsed=time.perf_counter() - started,
+            threshold=classifier.oos_threshold, oos_label=classifier.oos_label,
+            leading={"num_intents": len(classifier.intents), "method": classifier.metadata.get("method"),
+                     "num_shots": classifier.metadata.get("num_shots")},
+        )
+        return Scores(metrics, rows)
+
+    def load_saved(self, run: TaskRun, model_dir: str) -> None:
+        """The saved classifier with its own OOS rule; queries are embedded ``batch_size`` at a time."""
+        run.model = PrototypeClassifier.load(model_dir)
+        know_intents(run, run.model.intents, run.model.oos_label)
+        run.state[BATCH_SIZE] = run.options.training.per_device_eval_batch_size
+
+    def usage_python(self, repo_id: str, config: dict[str, Any]) -> str:
+        # nearest intent prototype by embedding similarity: no transformers pipeline scores that
+        return ("from finetune.models.prototype_classifier import PrototypeClassifier\n"
+                f'classifier = PrototypeClassifier.load("{repo_id}")  # a local download of the repo\n'
+                'print(classifier.predict(["what is the weather like tomorrow"]))')
 
 
-def evaluate(model_dir: str, data_args: DataArguments, output_dir: str, batch_size: int = 32,
-             unseen_eval_intents: str = "error") -> dict[str, Any]:
-    """Score a saved few-/zero-shot model on one split: eval_results.json, predictions.jsonl and the
-    confusion matrix, as for the ``intent`` task; the model's own OOS threshold is applied."""
-    classifier = PrototypeClassifier.load(model_dir)
-    split = data_args.eval_split_name or "test"
-    dataset, report = load_text_split(data_args, split, max_samples=data_args.max_eval_samples)
-    dataset = check_known_labels(dataset, {intent: i for i, intent in enumerate(classifier.intents)},
-                                 policy=unseen_eval_intents, oos_label=classifier.oos_label,
-                                 source=f"{data_args.dataset_name} [{split}]")
-    payload, rows = _score(classifier, dataset, model=model_dir, dataset_name=data_args.dataset_name, split=split,
-                           report=report, batch_size=batch_size)
-    write_intent_outputs(output_dir, payload, rows)
-    return payload
-
-
-def _score(classifier: PrototypeClassifier, dataset: datasets.Dataset, *, model: str, dataset_name: str, split: str,
-           report: DataReport | None, batch_size: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    started = time.perf_counter()
-    labels, similarities = classifier.classify(classifier.embed(list(dataset["text"]), batch_size))
-    header = {"task": NAME, "model": str(model), "dataset": dataset_name, "split": split,
-              "num_intents": len(classifier.intents), "method": classifier.metadata.get("method"),
-              "num_shots": classifier.metadata.get("num_shots")}
-    return intent_results(header, dataset, labels, similarities.tolist(), elapsed=time.perf_counter() - started,
-                          threshold=classifier.oos_threshold, oos_label=classifier.oos_label, report=report)
-
-
-def _contrastive_settings(few_args: FewShotArguments, training_args: TrainingArguments) -> ContrastiveSettings:
-    return ContrastiveSettings(learning_rate=training_args.learning_rate,
-                               batch_size=training_args.per_device_train_batch_size,
-                               num_epochs=int(training_args.num_train_epochs),
-                               num_iterations=few_args.setfit_num_iterations,
-                               max_steps=training_args.max_steps, max_length=few_args.max_seq_length,
-                               seed=training_args.seed)
-
-
-def _write_shots(path: Path, shots: datasets.Dataset) -> None:
-    path.write_text("".join(json.dumps({"row": int(r), "text": t, "intent": lab}, ensure_ascii=False) + "\n"
-                            for r, t, lab in zip(shots["row"], shots["text"], shots["label"])), encoding="utf-8")
+def _contrastive_settings(few: FewShotArguments, max_length: int, training: TrainingArguments) -> ContrastiveSettings:
+    return ContrastiveSettings(learning_rate=training.learning_rate, batch_size=training.per_device_train_batch_size,
+                               num_epochs=int(training.num_train_epochs), num_iterations=few.setfit_num_iterations,
+                               max_steps=training.max_steps, max_length=max_length, seed=training.seed)

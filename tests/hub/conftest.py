@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import finetune
 from tests.hub.fake_hub import FakeHub
 
 TOKEN = "hf_test_token_never_printed_0123456789"
@@ -46,8 +47,6 @@ def online_against(hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 @pytest.fixture(scope="session")
 def pushed_run(tiny_whisper_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, FakeHub]:
     """`finetune train` of the tiny Whisper with push_to_hub: true, against a fake Hub; (run dir, hub)."""
-    from finetune.cli import main
-
     root = tmp_path_factory.mktemp("pushed-run")
     config = {
         "task": "asr_seq2seq", "model_name_or_path": str(tiny_whisper_dir), "encoder_context_seconds": 2,
@@ -62,6 +61,6 @@ def pushed_run(tiny_whisper_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     path.write_text(yaml.safe_dump(config))
     hub = FakeHub()
     with pytest.MonkeyPatch.context() as monkeypatch, online_against(hub, monkeypatch, root):
-        assert main(["train", str(path)]) == 0
+        finetune.train(path)
     assert json.loads((root / "run" / "eval_results.json").read_text())["num_samples"] == 4
     return root / "run", hub

@@ -12,7 +12,7 @@ from huggingface_hub import ModelCard
 
 from finetune.cli import main
 from finetune.hub.card import ModelCardError, render_model_card, validate_card, write_model_card
-from finetune.plots import plot_confusion_matrix
+from finetune.evaluation.plots import plot_confusion_matrix
 
 
 def _metric(card: ModelCard, kind: str, name_part: str) -> float:

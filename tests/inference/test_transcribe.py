@@ -13,7 +13,7 @@ from finetune.cli import main
 from finetune.data.audio import load_audio
 from finetune.inference.formats import Segment
 from finetune.inference.transcribe import RunStats, TranscribeOptions, Transcriber, find_audio_files, group_words
-from finetune.metrics import utterance_wer
+from finetune.evaluation.metrics import utterance_wer
 from tests.helpers import tone
 
 JFK_TEXT = ("And so, my fellow Americans, ask not what your country can do for you, "

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from finetune.config import ModelArguments
+from finetune.evaluation.ctc_decoding import CTCDecodingArguments, decoder_labels, write_arpa
 from finetune.models.ctc import (
     CTCArguments,
     build_tokenizer,
@@ -21,7 +22,7 @@ from finetune.models.ctc import (
     output_frames,
     scratch_config,
 )
-from finetune.models.ctc_decoding import CTCDecodingArguments, decoder_labels, write_arpa
+from finetune.models.speech_encoder import FreezeArguments, SpecAugmentArguments
 from tests.helpers import build_tiny_wav2vec2
 
 
@@ -75,8 +76,9 @@ def test_scratch_config_from_json_yaml_and_type(tmp_path: Path) -> None:
 def test_pretrained_encoder_gets_a_fresh_head_sized_to_the_vocabulary(tmp_path: Path) -> None:
     encoder = build_tiny_wav2vec2(tmp_path / "enc")
     tokenizer = build_tokenizer(build_vocab(["zero one two"]))
-    args = CTCArguments(mask_time_prob=0.1, layerdrop=0.05, final_dropout=0.2)
-    model = load_ctc_model(ModelArguments(model_name_or_path=str(encoder)), args, tokenizer)
+    args = CTCArguments(layerdrop=0.05, final_dropout=0.2)
+    model = load_ctc_model(ModelArguments(model_name_or_path=str(encoder)), args, tokenizer,
+                           spec_augment=SpecAugmentArguments(mask_time_prob=0.1))
     assert model.lm_head.out_features == len(tokenizer) and model.config.pad_token_id == 0
     assert model.config.mask_time_prob == 0.1 and model.config.layerdrop == 0.05 and model.config.final_dropout == 0.2
     assert model.config.ctc_loss_reduction == "mean"
@@ -121,7 +123,7 @@ def test_decoding_arguments_are_checked() -> None:
         CTCDecodingArguments(lm_order=2)
     with pytest.raises(ValueError, match="not both"):
         CTCDecodingArguments(decoding="beam", lm_order=2, lm_path="x.arpa")
-    with pytest.raises(ValueError, match="greedy or beam"):
+    with pytest.raises(ValueError, match=r"'decoding' must be one of \['greedy', 'beam'\]"):
         CTCDecodingArguments(decoding="viterbi")
 
 
@@ -173,7 +175,7 @@ def test_arpa_loads_in_kenlm(tmp_path: Path) -> None:
 
 def test_beam_search_decodes_frame_scores() -> None:
     pytest.importorskip("pyctcdecode")
-    from finetune.models.ctc_decoding import BeamSearchDecoder
+    from finetune.evaluation.ctc_decoding import BeamSearchDecoder
 
     vocab = build_vocab(["zero one"])
     labels = decoder_labels(vocab, "[PAD]", "[UNK]", "|")
@@ -190,9 +192,11 @@ def test_every_family_member_trains_from_scratch(tmp_path: Path, model_type: str
     path.write_text(json.dumps({"model_type": model_type, "hidden_size": 32, "num_hidden_layers": 1,
                                 "num_attention_heads": 2, "intermediate_size": 64, "conv_dim": [8, 16],
                                 "conv_kernel": [10, 8], "conv_stride": [5, 4], "num_conv_pos_embeddings": 8}))
-    args = CTCArguments(model_config=str(path), mask_time_length=2, freeze_feature_encoder=True)
+    args = CTCArguments(model_config=str(path))
     tokenizer = build_tokenizer(build_vocab(["yes no"]))
-    model = load_ctc_model(ModelArguments(model_name_or_path=None), args, tokenizer)
+    model = load_ctc_model(ModelArguments(model_name_or_path=None), args, tokenizer,
+                           freeze=FreezeArguments(freeze_feature_encoder=True),
+                           spec_augment=SpecAugmentArguments(mask_time_length=2))
     assert model.config.model_type == model_type and model.lm_head.out_features == len(tokenizer)
     assert not any(p.requires_grad for p in model.base_model.feature_extractor.parameters())
     labels = torch.tensor(tokenizer(["yes", "no"], padding=True).input_ids)

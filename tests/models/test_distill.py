@@ -113,10 +113,10 @@ def test_trainer_loss_uses_the_teacher_as_configured(teacher, tmp_path: Path, fr
     student.model.encoder.requires_grad_(not freeze_encoder)
     for layer in student.model.decoder.layers:  # let the student differ from the teacher
         layer.fc2.weight.data.normal_(0, 0.5)
-    distill = DistillArguments("t", student_decoder_layers=2, ce_weight=0.3, kl_weight=0.7, temperature=1.5,
-                               freeze_encoder=freeze_encoder)
+    distill = DistillArguments("t", student_decoder_layers=2, ce_weight=0.3, kl_weight=0.7, temperature=1.5)
     args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    trainer = DistillationTrainer(model=student, args=args, teacher=teacher, distill=distill)
+    trainer = DistillationTrainer(model=student, args=args, teacher=teacher, distill=distill,
+                                  reuse_student_encoder=freeze_encoder)
     torch.manual_seed(1)
     features = torch.randn(2, teacher.config.num_mel_bins, 2 * teacher.config.max_source_positions)
     labels = torch.tensor([[50257, 220, 11, 50256], [50257, 7, -100, -100]])

@@ -92,8 +92,9 @@ def models(tiny_whisper_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
     direct = tmp_path_factory.mktemp("direct")
     model, extractor = load_audio_classifier(ModelArguments(model_name_or_path=str(tiny_whisper_dir)),
-                                             AudioClassifierArguments(encoder_context_seconds=2),
-                                             {label: i for i, label in enumerate(LABELS)})
+                                             AudioClassifierArguments(),
+                                             {label: i for i, label in enumerate(LABELS)},
+                                             encoder_context_seconds=2)
     model.save_pretrained(direct)
     extractor.save_pretrained(direct)
 

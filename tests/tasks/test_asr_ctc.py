@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 import yaml
 
+import finetune
 from finetune.cli import main
 from tests.helpers import build_tiny_wav2vec2
 
@@ -95,7 +96,7 @@ def test_training_learns_on_real_speech(tmp_path: Path) -> None:
     config = _config(tmp_path, max_train_samples=60, max_eval_samples=60, eval_split_name="train",
                      per_device_train_batch_size=12, per_device_eval_batch_size=30, learning_rate=5e-3,
                      warmup_steps=10, max_steps=100, logging_steps=25, evaluate_before_training=True, seed=0)
-    assert main(["train", str(config)]) == 0
+    finetune.train(config)
     results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert results["loss"] < results["zero_shot"]["loss"] / 5
     assert results["cer_raw"] < 1.0  # it emits right characters, not only blanks
@@ -106,7 +107,7 @@ def test_pretrained_encoder_with_fresh_head(tmp_path: Path) -> None:
     encoder = build_tiny_wav2vec2(tmp_path / "encoder")
     config = _config(tmp_path, model_name_or_path=str(encoder), model_config=None, max_steps=2,
                      eval_split_name=None)
-    assert main(["train", str(config)]) == 0
+    finetune.train(config)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     vocab = json.loads((tmp_path / "run" / "vocab.json").read_text())
     assert saved["vocab_size"] == len(vocab) and saved["ctc_loss_reduction"] == "mean"
@@ -144,7 +145,7 @@ def test_clips_too_short_for_their_transcript_are_bad_rows(tmp_path: Path, capsy
     assert main(["train", str(config)]) == 2
     err = capsys.readouterr().err
     assert "short.wav" in err and "audio too short for its transcript" in err
-    assert main(["train", str(config), "on_bad_rows=skip"]) == 0
+    finetune.train(config, on_bad_rows="skip")
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())
     bad = report["splits"][0]["bad_rows"]
     assert len(bad) == 1 and "CTC frames" in bad[0]["reason"]
@@ -155,7 +156,7 @@ def test_beam_search_with_an_ngram_lm_built_from_the_transcripts(tmp_path: Path)
     pytest.importorskip("pyctcdecode")
     pytest.importorskip("kenlm")
     config = _config(tmp_path, decoding="beam", lm_order=2, beam_width=8)
-    assert main(["train", str(config)]) == 0
+    finetune.train(config)
     results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert results["decoding"] == "beam+lm" and "greedy" in results
     assert "1-grams" in (tmp_path / "run" / "language_model.arpa").read_text()
@@ -164,9 +165,9 @@ def test_beam_search_with_an_ngram_lm_built_from_the_transcripts(tmp_path: Path)
 @pytest.mark.slow
 def test_resume_continues_with_the_same_vocabulary(tmp_path: Path) -> None:
     config = _config(tmp_path, eval_split_name=None, max_steps=2, save_strategy="steps", save_steps=2)
-    assert main(["train", str(config)]) == 0
+    finetune.train(config)
     assert (tmp_path / "run" / "checkpoint-2" / "finetune_complete.json").is_file()
     assert main(["train", str(config), "max_steps=3"]) == 2  # never trains over checkpoints silently
-    assert main(["train", str(config), "max_steps=3", "resume=true"]) == 0
+    finetune.train(config, max_steps=3, resume=True)
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
     assert state["global_step"] == 3

@@ -89,19 +89,24 @@ def test_pseudo_labels_replace_the_labels(tmp_path: Path, teacher_dir: Path) -> 
     import torch
     from transformers import Seq2SeqTrainingArguments
 
-    from finetune.config import DataArguments
+    from finetune.config import DataArguments, RunArguments
     from finetune.data.collators import SpeechSeq2SeqCollator
-    from finetune import whisper_recipe
+    from finetune.data.text import scoring_normalizer
     from finetune.tasks import asr_distill
+    from finetune.tasks.base import TaskOptions, TaskRun, make_trainer
+    from finetune.tasks.whisper_common import WhisperTask
 
     teacher, processor = asr_distill.load_teacher(str(teacher_dir))
     data_args = DataArguments(dataset_name="sample:fsdd", max_duration_in_seconds=2)
-    train_set, _ = whisper_recipe.prepare_split(data_args, processor, "train", 448, "sample:fsdd", 4,
-                                                 for_training=True)
     args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
                                     predict_with_generate=True, generation_max_length=6, per_device_eval_batch_size=4,
                                     remove_unused_columns=False)
-    labelled = asr_distill.pseudo_label(teacher, processor, args, train_set)
+    task = WhisperTask()  # reading and the labeller's Trainer as every Whisper task has them
+    run = TaskRun(TaskOptions(run=RunArguments(task="asr_distill"), data=data_args, training=args),
+                  model=teacher, processor=processor)
+    train_set, _ = task.read_split(run, "train", "sample:fsdd", 4, training=True)
+    labelled = asr_distill.pseudo_label(make_trainer(task, run, teacher, None, None), processor, train_set,
+                                        scoring_normalizer("en"))
 
     batch = SpeechSeq2SeqCollator(processor, teacher.config.decoder_start_token_id)([train_set[i] for i in range(4)])
     with torch.no_grad():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+import finetune
 from finetune.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,11 +72,11 @@ def test_train_saves_a_pipeline_ready_model_with_results(tmp_path: Path, tiny_wh
 @pytest.mark.slow
 def test_resume_continues_from_the_last_checkpoint(tmp_path: Path, tiny_whisper_dir: Path) -> None:
     config = _config(tmp_path, tiny_whisper_dir, eval_split_name=None, max_steps=2)
-    assert main(["train", str(config)]) == 0
+    finetune.train(config)
     assert (tmp_path / "run" / "checkpoint-2" / "trainer_state.json").is_file()
     # without resume=true, existing checkpoints are never trained over
     assert main(["train", str(config), "max_steps=4"]) == 2
-    assert main(["train", str(config), "max_steps=4", "resume=true"]) == 0
+    finetune.train(config, max_steps=4, resume=True)
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     assert [entry["step"] for entry in state["log_history"] if "loss" in entry][0] == 1  # history kept
@@ -130,6 +131,6 @@ def test_streaming_source_trains_with_max_steps(tmp_path: Path, tiny_whisper_dir
     manifest.write_text("\n".join(lines + [json.dumps({"audio": str(tmp_path / "missing.wav"), "text": "x"})]) + "\n")
     config = _config(tmp_path, tiny_whisper_dir, dataset_name=str(manifest), streaming=True, max_steps=2,
                      save_strategy="no", eval_split_name="test", max_eval_samples=3, gradient_checkpointing=True)
-    assert main(["train", str(config)]) == 0
+    finetune.train(config)
     results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert results["num_samples"] == 3

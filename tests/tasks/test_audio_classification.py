@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 import yaml
 
+import finetune
 from finetune.cli import main
 from finetune.models.audio_classifier import balanced_class_weights
 from finetune.tasks.audio_classification import weighted_cross_entropy
@@ -113,7 +114,7 @@ def test_wav2vec2_encoder_with_balanced_class_weights(tmp_path: Path) -> None:
     _imbalanced_folder(data, {"go": 2, "stop": 2}, "test")
     config = _config(tmp_path, encoder, dataset_name=str(data), class_weighting="balanced", max_eval_samples=None,
                      train_sampling_strategy="group_by_length")
-    assert main(["train", str(config)]) == 0
+    finetune.train(config)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["architectures"] == ["Wav2Vec2ForSequenceClassification"]
     assert saved["label2id"] == {"go": 0, "left": 1, "stop": 2}  # sorted training labels
@@ -126,10 +127,14 @@ def test_predictions_keep_dataset_order_under_group_by_length(tmp_path: Path) ->
     import datasets
     from transformers import TrainingArguments
 
-    from finetune.config import ModelArguments
-    from finetune.models.audio_classifier import AudioClassifierArguments, load_audio_classifier
-    from finetune.recipe import predict_in_order
-    from finetune.tasks.audio_classification import _trainer
+    from finetune.config import DataArguments, ModelArguments, RunArguments
+    from finetune.models.audio_classifier import (
+        AudioClassifierArguments,
+        load_audio_classifier,
+    )
+    from finetune.tasks.audio_classification import AudioClassification
+    from finetune.tasks.base import TaskOptions, TaskRun, make_trainer
+    from finetune.training.trainers import predict_in_order
 
     encoder = build_tiny_wav2vec2(tmp_path / "encoder")
     model, extractor = load_audio_classifier(ModelArguments(str(encoder)), AudioClassifierArguments(),
@@ -141,7 +146,9 @@ def test_predictions_keep_dataset_order_under_group_by_length(tmp_path: Path) ->
     args = TrainingArguments(output_dir=str(tmp_path / "out"), per_device_eval_batch_size=4, report_to="none",
                              remove_unused_columns=False, length_column_name="duration", use_cpu=True,
                              train_sampling_strategy="group_by_length")
-    trainer = _trainer(model, extractor, args, None, dataset, None)
+    task = AudioClassification()
+    options = TaskOptions(run=RunArguments(task=task.name), data=DataArguments(dataset_name="unused"), training=args)
+    trainer = make_trainer(task, TaskRun(options, model=model, processor=extractor), model, None, dataset)
     output, _ = predict_in_order(trainer, dataset, "eval")
     assert output.label_ids.tolist() == list(range(8))
     assert trainer.args.train_sampling_strategy == "group_by_length"  # restored
@@ -170,4 +177,4 @@ def test_eval_label_unseen_in_training_is_an_error_naming_it(tmp_path: Path, cap
 
 def test_class_weighting_value_is_checked(tmp_path: Path, capsys) -> None:
     assert main(["train", str(_config(tmp_path, "x", class_weighting="inverse"))]) == 2
-    assert "class_weighting must be one of" in capsys.readouterr().err
+    assert "'class_weighting' must be one of" in capsys.readouterr().err

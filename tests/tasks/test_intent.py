@@ -10,10 +10,16 @@ import numpy as np
 import pytest
 import yaml
 
+import finetune
 from finetune.cli import main
 from finetune.config import DataArguments
 from finetune.data.report import BadDataError
-from finetune.data.text_data import UnseenLabelError, carve_validation, check_known_labels, load_text_split
+from finetune.data.text_data import (
+    UnseenLabelError,
+    carve_validation,
+    check_known_labels,
+    load_text_split,
+)
 from finetune.models.text_classifier import apply_oos, tune_oos_threshold
 from tests.intent_helpers import build_tiny_bert, intent_rows, write_jsonl
 
@@ -93,6 +99,27 @@ def test_train_saves_labels_threshold_and_scores(tmp_path: Path, tiny_encoder: P
 
     answer = pipeline("text-classification", model=str(run))("will it rain in paris")[0]
     assert answer["label"] in {"BookRestaurant", "GetWeather", "PlayMusic"}
+
+
+def test_resume_continues_from_the_last_complete_checkpoint(tmp_path: Path, tiny_encoder: Path) -> None:
+    """intent's Trainer once lacked the completion marker, so resume=true silently started again from step 0."""
+    data = _data(tmp_path / "data")
+    steps = {"save_strategy": "steps", "save_steps": 2, "eval_strategy": "no", "logging_steps": 1}
+    finetune.train(_config(tmp_path, tiny_encoder, data, max_steps=2, **steps))
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    assert (checkpoint / "finetune_complete.json").is_file()
+    # tag the checkpoint's history: a run that restarts from step 0 cannot carry the tag over
+    state_path = checkpoint / "trainer_state.json"
+    state = json.loads(state_path.read_text())
+    state["log_history"][0]["written_by"] = "first run"
+    state_path.write_text(json.dumps(state))
+
+    finetune.train(_config(tmp_path, tiny_encoder, data, max_steps=4, resume=True, **steps))
+    final = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    assert final["global_step"] == 4
+    assert final["log_history"][0].get("written_by") == "first run"
+    assert [entry["step"] for entry in final["log_history"] if "loss" in entry] == [1, 2, 3, 4]
+    assert (tmp_path / "run" / "checkpoint-4" / "finetune_complete.json").is_file()
 
 
 def test_an_unseen_test_intent_is_an_error_naming_it(tmp_path: Path, tiny_encoder: Path, capsys) -> None:

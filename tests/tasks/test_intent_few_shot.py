@@ -11,10 +11,20 @@ import pytest
 import yaml
 from safetensors.numpy import load_file
 
+import finetune
 from finetune.cli import main
-from finetune.data.few_shot import intent_descriptions, readable_intent_name, sample_per_intent
+from finetune.data.few_shot import (
+    intent_descriptions,
+    readable_intent_name,
+    sample_per_intent,
+)
 from finetune.data.report import BadDataError
-from finetune.models.prototype_classifier import PrototypeClassifier, embed_texts, load_encoder, prototypes_from
+from finetune.models.prototype_classifier import (
+    PrototypeClassifier,
+    embed_texts,
+    load_encoder,
+    prototypes_from,
+)
 from finetune.tasks import detect_task
 from tests.intent_helpers import build_tiny_bert, intent_rows, write_jsonl
 
@@ -130,7 +140,7 @@ def test_zero_shot_train_save_and_evaluate_through_the_cli(tmp_path: Path, tiny_
 def test_k_shot_prototypes_are_the_mean_of_the_drawn_examples(tmp_path: Path, tiny_encoder: Path,
                                                               data: Path) -> None:
     config = _config(tmp_path, tiny_encoder, data, num_shots=2, descriptions_as_examples=False)
-    assert main(["train", str(config)]) == 0
+    finetune.train(config)
     run = tmp_path / "run"
     shots = [json.loads(line) for line in (run / "few_shot_examples.jsonl").read_text().splitlines()]
     assert Counter(s["intent"] for s in shots) == {"BookRestaurant": 2, "GetWeather": 2, "PlayMusic": 2}
@@ -147,7 +157,7 @@ def test_k_shot_prototypes_are_the_mean_of_the_drawn_examples(tmp_path: Path, ti
 def test_descriptions_count_as_one_more_example_when_asked(tmp_path: Path, tiny_encoder: Path,
                                                            data: Path) -> None:
     config = _config(tmp_path, tiny_encoder, data, num_shots=1)  # descriptions_as_examples is on by default
-    assert main(["train", str(config)]) == 0
+    finetune.train(config)
     run = tmp_path / "run"
     shots = [json.loads(line) for line in (run / "few_shot_examples.jsonl").read_text().splitlines()]
     names = intent_descriptions(sorted(DESCRIPTIONS))  # no file: the readable intent names
@@ -163,7 +173,7 @@ def test_setfit_tunes_the_encoder_then_saves_a_loadable_model(tmp_path: Path, ti
                                                              data: Path) -> None:
     config = _config(tmp_path, tiny_encoder, data, num_shots=2, method="setfit", setfit_num_iterations=2,
                      learning_rate=1e-3, per_device_train_batch_size=4)
-    assert main(["train", str(config)]) == 0
+    finetune.train(config)
     run = tmp_path / "run"
     tuned = load_file(str(run / "model.safetensors"))
     original = load_file(str(tiny_encoder / "model.safetensors"))
@@ -177,7 +187,7 @@ def test_setfit_tunes_the_encoder_then_saves_a_loadable_model(tmp_path: Path, ti
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"num_shots": 9}, "num_shots=9 but these intents have fewer examples: 'BookRestaurant' (8)"),
     ({"method": "setfit"}, "method=setfit tunes on labelled examples: set num_shots >= 1"),
-    ({"method": "knn"}, "method must be one of ('centroid', 'setfit'), got 'knn'"),
+    ({"method": "knn"}, "'method' must be one of ['centroid', 'setfit'], got 'knn'"),
     ({"oos_threshold": 2}, "oos_threshold is a cosine similarity in [-1, 1]"),
 ])
 def test_bad_settings_are_clear_errors(tmp_path: Path, tiny_encoder: Path, data: Path, capsys, overrides: dict,

@@ -14,11 +14,14 @@ import pytest
 import yaml
 from safetensors.numpy import load_file
 
-from finetune.checkpoints import COMPLETE_MARKER, MarkCompleteCallback
-from finetune.cli import main
-from finetune.recipe import checkpoint_to_resume
+import finetune
+from finetune.training.checkpoints import (
+    COMPLETE_MARKER,
+    MarkCompleteCallback,
+    checkpoint_to_resume,
+)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _config(path: Path, model_dir: Path, output_dir: Path) -> Path:
@@ -37,7 +40,7 @@ def _config(path: Path, model_dir: Path, output_dir: Path) -> Path:
 @pytest.mark.slow
 def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path: Path, tiny_whisper_dir: Path) -> None:
     straight = tmp_path / "straight"
-    assert main(["train", str(_config(tmp_path / "a.yaml", tiny_whisper_dir, straight))]) == 0
+    finetune.train(_config(tmp_path / "a.yaml", tiny_whisper_dir, straight))
 
     killed = tmp_path / "killed"
     config = _config(tmp_path / "b.yaml", tiny_whisper_dir, killed)
@@ -53,7 +56,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path: Path, tiny_wh
     assert marker.exists(), "the run ended before its second checkpoint"
     assert not (killed / "model.safetensors").exists(), "killed too late to test anything"
 
-    assert main(["train", str(config), "resume=true"]) == 0
+    finetune.train(config, resume=True)
     a = load_file(str(straight / "model.safetensors"))
     b = load_file(str(killed / "model.safetensors"))
     assert a.keys() == b.keys()

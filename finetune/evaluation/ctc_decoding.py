@@ -15,8 +15,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+
+from finetune.config import check_choices
 
 BOS, EOS, UNK_WORD = "<s>", "</s>", "<unk>"
 
@@ -25,7 +28,9 @@ BOS, EOS, UNK_WORD = "<s>", "</s>", "<unk>"
 class CTCDecodingArguments:
     """How evaluation turns frame scores into text."""
 
-    decoding: str = field(default="greedy", metadata={"help": "greedy, or beam (needs pyctcdecode)."})
+    decoding: Literal["greedy", "beam"] = field(
+        default="greedy", metadata={"help": "greedy, or beam (needs pyctcdecode)."}
+    )
     beam_width: int = field(default=32, metadata={"help": "Beams kept by beam search."})
     lm_path: str | None = field(
         default=None, metadata={"help": "Word n-gram LM (ARPA or KenLM binary) fused into beam search (needs kenlm)."}
@@ -39,8 +44,7 @@ class CTCDecodingArguments:
     lm_beta: float = field(default=1.0, metadata={"help": "Word insertion bonus in beam search."})
 
     def __post_init__(self) -> None:
-        if self.decoding not in ("greedy", "beam"):
-            raise ValueError(f"decoding must be greedy or beam, got {self.decoding!r}")
+        check_choices(self)
         if (self.lm_path or self.lm_order) and self.decoding != "beam":
             raise ValueError("an LM (lm_path / lm_order) is used by beam search only: set decoding: beam")
         if self.lm_path and self.lm_order:

@@ -20,8 +20,8 @@ import torch
 from safetensors.numpy import load_file
 from transformers import WhisperForConditionalGeneration, WhisperProcessor, pipeline
 
-from finetune.models import whisper_ct2
-from finetune.models.whisper_ct2 import CT2ConversionError, convert_ct2_whisper, default_ct2_source, read_ct2_model_bin
+from finetune.convert import ct2_import as whisper_ct2
+from finetune.convert.ct2_import import CT2ConversionError, convert_ct2_whisper, default_ct2_source, read_ct2_model_bin
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 JFK_FLAC = SHARED_DATA / "jfk" / "test" / "jfk.flac"

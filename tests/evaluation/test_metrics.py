@@ -2,7 +2,7 @@
 
 import pytest
 
-from finetune.metrics import asr_metrics, error_rates, utterance_wer
+from finetune.evaluation.metrics import asr_metrics, error_rates, utterance_wer
 
 
 def test_corpus_wer_sums_errors_over_words() -> None:

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from finetune.data.audio import load_audio
-from finetune.metrics import utterance_wer
+from finetune.evaluation.metrics import utterance_wer
+from finetune.outputs import staged_directory, write_json
 
 # faster-whisper's transcribe pads/trims every window to 3000 frames (its pad_or_trim default), so it can
 # only serve models with the full 30-second encoder context; CTranslate2 itself runs shorter contexts.
@@ -73,24 +72,16 @@ def export_ct2(model_dir: Path, output_dir: Path, *, quantization: str | None = 
     from ctranslate2.converters import TransformersConverter
     from transformers import WhisperFeatureExtractor
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = output_dir.parent / f".{output_dir.name}.{uuid.uuid4().hex}.partial"
-    try:
+    with staged_directory(output_dir, replace=True) as staging:
         converter = TransformersConverter(str(model_dir), copy_files=["tokenizer.json"])
-        converter.convert(str(staging), quantization=quantization)
+        converter.convert(str(staging), quantization=quantization, force=True)
         extractor = WhisperFeatureExtractor.from_pretrained(model_dir)
         preprocessor = {key: getattr(extractor, key) for key in PREPROCESSOR_KEYS}
         if extractor.chunk_length != FASTER_WHISPER_WINDOW_S:
             logger.warning("%s has a %s-second encoder context: CTranslate2 runs it, but faster-whisper's transcribe "
                            "pads every window to %d s and will refuse it", model_dir, extractor.chunk_length,
                            FASTER_WHISPER_WINDOW_S)
-        (staging / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        write_json(staging / "preprocessor_config.json", preprocessor)
     return output_dir
 
 

@@ -9,19 +9,19 @@ deleted, so the Trainer's own checkpoint rotation cannot mistake them for real o
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from finetune.outputs import CHECKPOINT_COMPLETE, write_json
+
 logger = logging.getLogger(__name__)
 
-COMPLETE_MARKER = "finetune_complete.json"
+COMPLETE_MARKER = CHECKPOINT_COMPLETE
 
 
 def _step(path: Path) -> int | None:
@@ -62,12 +62,7 @@ def set_aside_incomplete(output_dir: str | os.PathLike) -> list[Path]:
 
 
 def write_marker(checkpoint: Path, step: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=checkpoint, prefix=".complete.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump({"global_step": step, "saved_at": time.time()}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, checkpoint / COMPLETE_MARKER)
+    write_json(checkpoint / COMPLETE_MARKER, {"global_step": step, "saved_at": time.time()}, durable=True)
 
 
 class MarkCompleteCallback(TrainerCallback):
@@ -79,3 +74,25 @@ class MarkCompleteCallback(TrainerCallback):
             if checkpoint.is_dir():
                 write_marker(checkpoint, state.global_step)
         return control
+
+
+def checkpoint_to_resume(output_dir: str | os.PathLike, resume: bool) -> str | None:
+    """The newest complete checkpoint when resuming; refuse to train over checkpoints otherwise.
+
+    Checkpoints left half-written by a killed run are set aside first.
+    """
+    if resume:
+        set_aside_incomplete(output_dir)
+        checkpoints = complete_checkpoints(output_dir)
+        if not checkpoints:
+            logger.info("resume=true but %s holds no complete checkpoint: starting from the beginning", output_dir)
+            return None
+        logger.info("resuming from %s", checkpoints[-1])
+        return str(checkpoints[-1])
+    existing = checkpoint_dirs(output_dir)
+    if existing:
+        raise FileExistsError(
+            f"{output_dir} already holds checkpoints ({existing[-1].name}); set resume=true to continue that "
+            "run, or choose another output_dir (nothing was overwritten)"
+        )
+    return None

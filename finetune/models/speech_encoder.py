@@ -1,0 +1,73 @@
+"""Options of a speech encoder that several tasks share, each declared once.
+
+Whisper recognizers, CTC recognizers, distilled students and audio classifiers all start from a
+pretrained speech encoder; a key such as ``freeze_encoder`` means the same thing in each of them, so
+it is one field here, with one type and one default. A task whose own default differs says so in its
+``defaults`` (``finetune train CONFIG --list-keys`` shows the value in effect).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from finetune.config import check_choices
+
+MAX_CONTEXT_SECONDS = 30  # Whisper's window
+
+
+@dataclass
+class FreezeArguments:
+    """Which parts of the pretrained encoder stay fixed during training."""
+
+    freeze_encoder: bool = field(
+        default=False, metadata={"help": "Keep the whole encoder fixed: train only the decoder or the head."}
+    )
+    freeze_feature_encoder: bool | None = field(
+        default=None,
+        metadata={"help": "Keep the convolutional front end fixed (default: yes for a pretrained Wav2Vec2-family "
+                          "encoder, no when training from scratch and for Whisper)."},
+    )
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+
+
+@dataclass
+class EncoderContextArguments:
+    """How much audio a Whisper encoder sees at a time."""
+
+    encoder_context_seconds: int | None = field(
+        default=None,
+        metadata={"help": "Whisper: seconds of audio the encoder sees (1-30; default: the checkpoint's own, 30 for "
+                          "a stock Whisper). Short clips train ~10x faster with a short context; it is learnt by "
+                          "fine-tuning and saved with the model. Longer clips are bad rows."},
+    )
+
+    def __post_init__(self) -> None:
+        seconds = self.encoder_context_seconds
+        if seconds is not None and not 1 <= seconds <= MAX_CONTEXT_SECONDS:
+            raise ValueError(f"encoder_context_seconds must be 1..{MAX_CONTEXT_SECONDS}, got {seconds}")
+
+
+@dataclass
+class SpecAugmentArguments:
+    """SpecAugment masking of Wav2Vec2-family encoders (null keeps the checkpoint's value)."""
+
+    mask_time_prob: float | None = field(default=None, metadata={"help": "Share of frames masked in time."})
+    mask_time_length: int | None = field(default=None, metadata={"help": "Frames per time mask."})
+    mask_feature_prob: float | None = field(default=None, metadata={"help": "Share of channels masked."})
+    mask_feature_length: int | None = field(default=None, metadata={"help": "Channels per feature mask."})
+
+    def __post_init__(self) -> None:
+        for name in ("mask_time_prob", "mask_feature_prob"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        for name in ("mask_time_length", "mask_feature_length"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+
+    def overrides(self) -> dict[str, float | int]:
+        """The model config fields to set: only those given."""
+        return {k: v for k, v in vars(self).items() if v is not None}

@@ -1,0 +1,336 @@
+"""The task protocol, and the one skeleton that trains and evaluates every Trainer-based task.
+
+A task is a :class:`Task` subclass: its option groups, its Trainer defaults, and hooks that read a split,
+learn what the training data decides (vocabulary, label set), build the Trainer's parts and score
+predictions. Everything around those hooks happens once, here, for every task:
+
+    train:    check -> seed -> resume point -> prepare -> read train -> fit -> encode -> read + encode eval
+              -> data report -> zero-shot score -> adapt model -> build trainer -> train -> finish model
+              -> save -> score -> eval_results.json + predictions.jsonl
+    evaluate: load saved model -> read + encode split -> score -> the same output files
+
+The Trainer itself comes from :func:`finetune.training.trainers.build_trainer`, so crash-safe checkpoint
+marking and duration-bounded batching apply to every task without a task asking for them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from transformers import Trainer, TrainingArguments, set_seed
+
+from finetune.config import ConfigError, DataArguments, ModelArguments, RunArguments
+from finetune.data.report import DataReport, write_reports
+from finetune.data.text import Normalizer, scoring_normalizer
+from finetune.outputs import write_eval_outputs
+from finetune.training.checkpoints import checkpoint_to_resume
+from finetune.training.trainers import build_trainer, save_trained
+
+logger = logging.getLogger(__name__)
+
+# Trainer defaults (differing from transformers' own) for every task
+TRAINER_DEFAULTS: dict[str, Any] = {"report_to": "none", "save_total_limit": 2}
+# ...for every task that reads audio
+AUDIO_TRAINER_DEFAULTS: dict[str, Any] = {
+    **TRAINER_DEFAULTS,
+    "remove_unused_columns": False,  # the collators need the raw audio column
+    "label_names": ["labels"],
+    "length_column_name": "duration",
+}
+# ...and for the speech recognizers among them: the best checkpoint is the one with the lowest WER
+ASR_TRAINER_DEFAULTS: dict[str, Any] = {**AUDIO_TRAINER_DEFAULTS, "metric_for_best_model": "wer",
+                                        "greater_is_better": False}
+# Trainer defaults that only concern saving and choosing checkpoints: left out when only evaluating
+_TRAINING_ONLY_DEFAULTS = {"save_total_limit", "metric_for_best_model", "greater_is_better"}
+
+
+@dataclass(frozen=True)
+class MetricFact:
+    """One figure of eval_results.json as the card's model-index states it."""
+
+    key: str                       # the key in eval_results.json
+    metric_type: str               # the Hub's metric id (wer, cer, accuracy, f1)
+    name: str                      # as the card shows it
+    percent: bool = False          # model-index value in percent (WER/CER, as transformers' examples report)
+    args: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """What a model card says about the models a task saves; :mod:`finetune.hub.card` stays generic."""
+
+    pipeline_tag: str              # the Hub's pipeline tag, also the `pipeline()` task
+    pipeline_name: str             # its readable name in the model-index
+    what: str                      # "a speech recognition model (audio to text)"
+    intended_use: str              # with {language} and {domain} placeholders
+    metrics: tuple[MetricFact, ...]
+    limitations: tuple[str, ...] = ()
+    scoring_note: str = ""         # how the figures were computed (shown under the results table)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A task's scoring of one split: the figures for eval_results.json and one row per example."""
+
+    metrics: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
+@dataclass
+class TaskOptions:
+    """The parsed config of one run: the shared option groups, and each of the task's own by class."""
+
+    run: RunArguments
+    data: DataArguments
+    training: TrainingArguments
+    model: ModelArguments | None = None
+    groups: dict[type, Any] = field(default_factory=dict)
+
+    def __getitem__(self, cls: type) -> Any:
+        return self.groups[cls]
+
+    @classmethod
+    def from_parsed(cls, parsed: tuple[Any, ...]) -> TaskOptions:
+        shared = {RunArguments: "run", DataArguments: "data", ModelArguments: "model"}
+        values: dict[str, Any] = {"groups": {}}
+        for options in parsed:
+            if type(options) in shared:
+                values[shared[type(options)]] = options
+            elif isinstance(options, TrainingArguments):
+                values["training"] = options
+            else:
+                values["groups"][type(options)] = options
+        return cls(**values)
+
+    def all(self) -> tuple[Any, ...]:
+        return tuple(o for o in (self.run, self.model, self.data, *self.groups.values(), self.training) if o)
+
+
+@dataclass
+class TaskRun:
+    """One training or evaluation run as the skeleton hands it to a task's hooks.
+
+    The hooks fill in ``model`` and ``processor`` (whatever the Trainer's ``processing_class`` is) and
+    may keep what later hooks need in ``state`` (a label map, a teacher, a language model path).
+    """
+
+    options: TaskOptions
+    resume_from: str | None = None
+    model: Any = None
+    processor: Any = None
+    validation: Any = None  # the Trainer's evaluation set during training, when it is not the scored split
+    language: str | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def normalizer(self) -> Normalizer:
+        """The normalizer of the normalized WER: the language's (English unless known otherwise)."""
+        return scoring_normalizer(self.language)
+
+
+class Task:
+    """The protocol every task implements (see the module docstring for the order of the hooks)."""
+
+    name: ClassVar[str]
+    architectures: ClassVar[frozenset[str]]   # saved models (config.json architectures) it can evaluate
+    option_classes: ClassVar[tuple[type, ...]] = ()             # the task's own option groups
+    evaluation_option_classes: ClassVar[tuple[type, ...]] = ()  # those `finetune evaluate` accepts
+    training_arguments_class: ClassVar[type] = TrainingArguments
+    uses_model_arguments: ClassVar[bool] = True
+    uses_trainer: ClassVar[bool] = True
+    reads_audio: ClassVar[bool] = True
+    trainer_class: ClassVar[type] = Trainer
+    defaults: ClassVar[dict[str, Any]] = TRAINER_DEFAULTS       # replace declared defaults of any key
+    headline_metrics: ClassVar[tuple[str, ...]] = ()            # kept from a zero-shot score, in this order
+    best_metric: ClassVar[str | None] = None                    # drawn beside the loss on the training curve
+    zero_shot_key: ClassVar[str] = "zero_shot"
+    card: ClassVar[CardFacts]
+
+    # ------------------------------------------------------------------------------ the options
+
+    def argument_classes(self) -> tuple[type, ...]:
+        model = (ModelArguments,) if self.uses_model_arguments else ()
+        return (RunArguments, *model, DataArguments, *self.option_classes, self.training_arguments_class)
+
+    def check(self, options: TaskOptions) -> None:
+        """Contradictions in the config, raised as ConfigError before anything loads."""
+
+    def base_model_name(self, options: TaskOptions) -> str:
+        """Where the weights came from, as eval_results.json and the card name it."""
+        return str(options.model.model_name_or_path) if options.model else ""
+
+    # ------------------------------------------------------------------------------ training hooks
+
+    def prepare(self, run: TaskRun) -> None:
+        """Load what reading the data needs (a processor, a model whose context bounds clip length)."""
+
+    def read_split(self, run: TaskRun, split: str, source: str, max_samples: int | None, *,
+                   training: bool) -> tuple[Any, DataReport | None]:
+        """Decode and validate one split; bad rows go into the report."""
+        raise NotImplementedError
+
+    def fit(self, run: TaskRun, train_set: Any, report: DataReport | None) -> Any:
+        """Learn what the training data decides and build ``run.model`` if ``prepare`` did not;
+        returns the training rows (a task may hold some out as ``run.validation``)."""
+        return train_set
+
+    def encode(self, run: TaskRun, dataset: Any, report: DataReport | None, *, training: bool) -> Any:
+        """Model inputs and labels for a split read by ``read_split`` (rows it cannot use are bad rows)."""
+        return dataset
+
+    def trainer_kwargs(self, run: TaskRun) -> dict[str, Any]:
+        """Collator, processing class, metrics and any argument of the task's Trainer class."""
+        raise NotImplementedError
+
+    def zero_shot_model(self, run: TaskRun) -> Any:
+        """The model scored before training (``evaluate_before_training``)."""
+        return run.model
+
+    def adapt_for_training(self, run: TaskRun, model: Any) -> Any:
+        """Last changes before training (context trimming, freezing, adapters)."""
+        return model
+
+    def finish_training(self, run: TaskRun, trainer: Any) -> dict[str, Any]:
+        """After training, before saving (merge adapters, tune a threshold); returns figures for the
+        results and eval_results.json."""
+        return {}
+
+    def score(self, run: TaskRun, trainer: Any, dataset: Any, prefix: str) -> Scores:
+        raise NotImplementedError
+
+    def headline(self, metrics: dict[str, Any]) -> str:
+        shown = ", ".join(f"{key} {metrics[key]:.2%}" for key in self.headline_metrics if key in metrics)
+        return f"{shown} on {metrics.get('num_samples', '?')} examples"
+
+    def write_outputs(self, output_dir: str, payload: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        write_eval_outputs(output_dir, payload, rows)
+
+    # ------------------------------------------------------------------------------ the card
+
+    def usage_python(self, repo_id: str, config: dict[str, Any]) -> str:
+        """The Python snippet the model card shows (it must run as shown)."""
+        return ""
+
+    def usage_cli(self, repo_id: str) -> str:
+        """The shell snippet the model card shows, if any."""
+        return ""
+
+    # ------------------------------------------------------------------------------ evaluation hooks
+
+    def load_saved(self, run: TaskRun, model_dir: str) -> None:
+        """Set ``run.model`` and ``run.processor`` from a saved model directory."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------ entry points
+
+    def train(self, options: TaskOptions) -> dict[str, Any]:
+        return run_training(self, options)
+
+    def evaluate(self, model_dir: str, data: DataArguments, output_dir: str, *, batch_size: int = 8,
+                 groups: dict[type, Any] | None = None) -> dict[str, Any]:
+        return run_evaluation(self, model_dir, data, output_dir, batch_size=batch_size, groups=groups or {})
+
+
+def make_trainer(task: Task, run: TaskRun, model: Any, train_set: Any, eval_set: Any,
+                 args: TrainingArguments | None = None) -> Any:
+    """The task's Trainer through the one builder (checkpoint marking, duration batching)."""
+    return build_trainer(task.trainer_class, max_batch_seconds=run.options.data.max_batch_seconds,
+                         model=model, args=args or run.options.training, train_dataset=train_set,
+                         eval_dataset=eval_set, **task.trainer_kwargs(run))
+
+
+def run_training(task: Task, options: TaskOptions) -> dict[str, Any]:
+    """Train one task end to end; returns the results by phase (zero-shot, train, eval)."""
+    args, data = options.training, options.data
+    if data.max_batch_seconds and not task.reads_audio:
+        raise ConfigError(f"max_batch_seconds bounds batches by audio seconds; task {task.name} reads text")
+    task.check(options)
+    set_seed(args.seed)
+    logger.info("task %s on %s, world size %d", task.name, args.device, args.world_size)
+    run = TaskRun(options, resume_from=checkpoint_to_resume(args.output_dir, options.run.resume),
+                  language=data.language)
+    eval_source = data.eval_dataset_name or data.dataset_name
+    eval_set = eval_report = None
+    with args.main_process_first(desc="preparing model and data"):
+        task.prepare(run)
+        train_set, train_report = task.read_split(run, data.train_split_name, data.dataset_name,
+                                                  data.max_train_samples, training=True)
+        train_set = task.fit(run, train_set, train_report)
+        train_set = task.encode(run, train_set, train_report, training=True)
+        if data.eval_split_name:
+            eval_set, eval_report = task.read_split(run, data.eval_split_name, eval_source, data.max_eval_samples,
+                                                    training=False)
+            eval_set = task.encode(run, eval_set, eval_report, training=False)
+    if args.should_save:
+        write_reports([r for r in (train_report, eval_report) if r], args.output_dir)
+
+    results: dict[str, Any] = {}
+    if options.run.evaluate_before_training and eval_set is not None and run.resume_from is None:
+        scorer = make_trainer(task, run, task.zero_shot_model(run), None, eval_set)
+        results[task.zero_shot_key] = task.score(run, scorer, eval_set, task.zero_shot_key).metrics
+        logger.info("%s: %s", task.zero_shot_key, task.headline(results[task.zero_shot_key]))
+
+    run.model = task.adapt_for_training(run, run.model)
+    validation = run.validation if run.validation is not None else eval_set
+    trainer = make_trainer(task, run, run.model, train_set, validation)
+    train_output = trainer.train(resume_from_checkpoint=run.resume_from)
+    extras = task.finish_training(run, trainer)
+    save_trained(trainer, args, metric=task.best_metric if validation is not None else None)
+    results["train"] = train_output.metrics
+    results.update(extras)
+    if eval_set is None:
+        return results
+
+    scores = task.score(run, trainer, eval_set, "eval")
+    payload = results_payload(task, task.base_model_name(options), eval_source, data.eval_split_name, scores,
+                              eval_report)
+    payload["train_runtime_s"] = round(train_output.metrics.get("train_runtime", 0.0), 1)
+    payload.update(extras)
+    if task.zero_shot_key in results:
+        before = results[task.zero_shot_key]
+        payload[task.zero_shot_key] = {key: before[key] for key in task.headline_metrics if key in before}
+    results["eval"] = payload
+    if trainer.is_world_process_zero():
+        task.write_outputs(args.output_dir, payload, scores.rows)
+    logger.info("after training: %s", task.headline(payload))
+    return results
+
+
+def evaluation_arguments(task: Task, output_dir: str, batch_size: int) -> TrainingArguments:
+    """Trainer arguments for scoring only: the task's defaults that matter to prediction."""
+    known = {f.name for f in dataclasses.fields(task.training_arguments_class)}
+    defaults = {k: v for k, v in task.defaults.items() if k in known and k not in _TRAINING_ONLY_DEFAULTS}
+    return task.training_arguments_class(output_dir=output_dir, per_device_eval_batch_size=batch_size,
+                                         **{**defaults, "report_to": "none"})
+
+
+def run_evaluation(task: Task, model_dir: str, data: DataArguments, output_dir: str, *, batch_size: int,
+                   groups: dict[type, Any]) -> dict[str, Any]:
+    """Score a saved model on one split; writes eval_results.json, predictions.jsonl and data_report.json."""
+    options = TaskOptions(run=RunArguments(task=task.name), data=data,
+                          training=evaluation_arguments(task, output_dir, batch_size),
+                          model=ModelArguments(model_name_or_path=model_dir), groups=dict(groups))
+    run = TaskRun(options, language=data.language)
+    task.load_saved(run, model_dir)
+    split = data.eval_split_name or "test"
+    dataset, report = task.read_split(run, split, data.dataset_name, data.max_eval_samples, training=False)
+    dataset = task.encode(run, dataset, report, training=False)
+    scorer = make_trainer(task, run, run.model, None, dataset) if task.uses_trainer else None
+    scores = task.score(run, scorer, dataset, "eval")
+    payload = results_payload(task, model_dir, data.dataset_name, split, scores, report)
+    task.write_outputs(output_dir, payload, scores.rows)
+    if report:
+        write_reports([report], output_dir)
+    return payload
+
+
+def results_payload(task: Task, model: str, dataset: str, split: str | None, scores: Scores,
+             report: DataReport | None) -> dict[str, Any]:
+    """eval_results.json: what was scored where, then the task's figures, then the skipped-row count."""
+    payload = {"task": task.name, "model": str(model), "dataset": dataset, "split": split, **scores.metrics}
+    if report is not None:
+        payload["skipped_rows"] = len(report.bad)
+    return payload

@@ -1,0 +1,39 @@
+"""Card facts several tasks share: what every speech recognizer (Whisper, CTC) and every classifier
+(audio or text) says on its model card, and the ASR usage snippets."""
+
+from __future__ import annotations
+
+from finetune.tasks.base import CardFacts, MetricFact
+
+ASR_CARD = CardFacts(
+    pipeline_tag="automatic-speech-recognition",
+    pipeline_name="Automatic Speech Recognition",
+    what="a speech recognition model (audio to text)",
+    intended_use="Transcribing {language}speech in {domain}: same kind of speakers, vocabulary and recording "
+                 "conditions. Recordings longer than the model's window are transcribed window by window "
+                 "(see How to use).",
+    metrics=(MetricFact("wer", "wer", "WER (normalized, %)", percent=True),
+             MetricFact("cer", "cer", "CER (normalized, %)", percent=True),
+             MetricFact("wer_raw", "wer", "WER (raw, %)", percent=True),
+             MetricFact("cer_raw", "cer", "CER (raw, %)", percent=True)),
+    limitations=("Like any ASR model it can output plausible text for silence or noise (hallucinations).",),
+    scoring_note="Normalized scores apply the text normalizer of the language spoken to both sides (Whisper's "
+                 "English normalizer for English: case, punctuation, spelled numbers; the basic one otherwise); "
+                 "raw scores compare the text as written.",
+)
+
+
+def asr_usage_python(repo_id: str, call_options: str) -> str:
+    """The card's pipeline() snippet for a recognizer; ``call_options`` as the family decodes long audio."""
+    return (f'asr = pipeline("automatic-speech-recognition", model="{repo_id}")\n'
+            f'print(asr("recording.flac", {call_options}))  # a path needs ffmpeg; '
+            'or pass {"raw": samples, "sampling_rate": 16000}')
+
+
+def asr_usage_cli(repo_id: str) -> str:
+    return f"finetune transcribe --model {repo_id} recording.flac --timestamps segment --format srt"
+
+
+CLASSIFIER_METRICS = (MetricFact("accuracy", "accuracy", "Accuracy"),
+                      MetricFact("f1_macro", "f1", "F1 (macro)", args={"average": "macro"}))
+CLOSED_SET = "It always answers with one of its training classes, even for inputs that belong to none of them."

@@ -1,0 +1,119 @@
+"""What every Whisper (encoder-decoder) task shares: reading and tokenizing splits, the Seq2SeqTrainer's
+parts, generation-based scoring and the card.
+
+Used by fine-tuning (asr_seq2seq) and distillation (asr_distill), which differ only in how the model
+is built and which loss trains it; tasks never import each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+from finetune.data.collators import IGNORE_INDEX, SpeechSeq2SeqCollator
+from finetune.data.report import BadRow, DataReport
+from finetune.data.speech import load_speech_split
+from finetune.evaluation.asr import ASR_METRICS, asr_headline, score_transcripts, transcript_metrics
+from finetune.models.whisper import context_seconds, load_whisper, model_language
+from finetune.tasks.base import ASR_TRAINER_DEFAULTS, Scores, Task, TaskRun
+from finetune.tasks.cards import ASR_CARD, asr_usage_cli, asr_usage_python
+from finetune.training.trainers import predict_in_order, strip_prefix
+
+
+class WhisperTask(Task):
+    """Reading, encoding and scoring shared by the Whisper tasks; subclasses build the model."""
+
+    architectures = frozenset({"WhisperForConditionalGeneration"})
+    training_arguments_class = Seq2SeqTrainingArguments
+    trainer_class = Seq2SeqTrainer
+    defaults: ClassVar[dict[str, Any]] = {**ASR_TRAINER_DEFAULTS, "predict_with_generate": True}
+    headline_metrics = ASR_METRICS
+    best_metric = "wer"
+    card = ASR_CARD
+
+    def read_split(self, run: TaskRun, split: str, source: str, max_samples: int | None, *,
+                   training: bool) -> tuple[Any, DataReport | None]:
+        """Decode + validate a split, then tokenize transcripts and reject those the decoder cannot hold."""
+        data = run.options.data
+        processor, model = run.processor, run.model
+        dataset, report = load_speech_split(data, split, sampling_rate=processor.feature_extractor.sampling_rate,
+                                            source=source, max_samples=max_samples, materialize=not training)
+        max_label_length = run.state.get("max_label_length") or model.config.max_target_positions
+        tokenizer = processor.tokenizer
+
+        def tokenize(texts: list[str]) -> dict[str, list]:
+            # Whisper was pretrained on text that starts with a space after the prefix tokens
+            return {"labels": tokenizer([" " + t.lstrip() for t in texts]).input_ids}
+
+        if report is None:  # streaming: tokenize and drop over-long labels lazily
+            dataset = dataset.map(tokenize, batched=True, input_columns=["text"])
+            return dataset.filter(lambda labels: len(labels) <= max_label_length, input_columns=["labels"]), None
+        dataset = dataset.map(tokenize, batched=True, input_columns=["text"], desc="tokenizing transcripts")
+        lengths = [len(labels) for labels in dataset["labels"]]
+        too_long = [i for i, n in enumerate(lengths) if n > max_label_length]
+        if too_long:
+            sources = dataset["source_file"]
+            bad = [BadRow(row=i, source=sources[i], reason=f"transcript too long ({lengths[i]} tokens > "
+                                                           f"{max_label_length} decoder positions)")
+                   for i in too_long]
+            report.bad.extend(bad)
+            DataReport(dataset=report.dataset, split=split, total=report.total, bad=bad).enforce(data.on_bad_rows)
+            dataset = dataset.select(sorted(set(range(len(lengths))) - set(too_long)))
+        return dataset, report
+
+    def trainer_kwargs(self, run: TaskRun) -> dict[str, Any]:
+        compute_metrics = transcript_metrics(decode_ids, run.processor.tokenizer, run.normalizer)
+
+        return {"data_collator": SpeechSeq2SeqCollator(run.processor, run.model.config.decoder_start_token_id),
+                "processing_class": run.processor, "compute_metrics": compute_metrics}
+
+    def finish_training(self, run: TaskRun, trainer: Any) -> dict[str, Any]:
+        """Save the decoding the run evaluated with (``generation_max_length``, ``generation_num_beams``)
+        in the model's generation config, so ``finetune evaluate`` and ``pipeline()`` decode the same way."""
+        args, generation = run.options.training, run.model.generation_config
+        if getattr(args, "generation_max_length", None):
+            generation.max_length = args.generation_max_length
+        if getattr(args, "generation_num_beams", None):
+            generation.num_beams = args.generation_num_beams
+        return {}
+
+    def score(self, run: TaskRun, trainer: Any, dataset: Any, prefix: str) -> Scores:
+        """Generate over ``dataset`` once: corpus metrics plus one row per utterance."""
+        output, elapsed = predict_in_order(trainer, dataset, prefix)
+        predictions, references = decode_ids(output.predictions, output.label_ids, run.processor.tokenizer)
+        metrics, rows = score_transcripts(predictions, references, dataset["source_file"], run.normalizer,
+                                          elapsed=elapsed)
+        loss = strip_prefix(output.metrics, prefix).get("loss")
+        return Scores({**metrics, **({"loss": loss} if loss is not None else {})}, rows)
+
+    def headline(self, metrics: dict[str, Any]) -> str:
+        return asr_headline(metrics)
+
+    def load_saved(self, run: TaskRun, model_dir: str) -> None:
+        run.model, run.processor = load_whisper(run.options.model)
+        bound_clip_length(run)
+        run.language = run.language or model_language(run.model)
+
+    def usage_python(self, repo_id: str, config: dict[str, Any]) -> str:
+        return asr_usage_python(repo_id, "return_timestamps=True")  # Whisper walks long audio window by window
+
+    def usage_cli(self, repo_id: str) -> str:
+        return asr_usage_cli(repo_id)
+
+
+def bound_clip_length(run: TaskRun, seconds: float | None = None) -> None:
+    """Clips longer than the encoder's context (``seconds``, default the processor's) are bad rows."""
+    data = run.options.data
+    limit = float(seconds if seconds is not None else context_seconds(run.processor))
+    data.max_duration_in_seconds = min(data.max_duration_in_seconds, limit)
+
+
+def decode_ids(prediction_ids: np.ndarray, label_ids: np.ndarray, tokenizer) -> tuple[list[str], list[str]]:
+    pad = tokenizer.pad_token_id
+    prediction_ids = np.where(prediction_ids == IGNORE_INDEX, pad, prediction_ids)
+    label_ids = np.where(label_ids == IGNORE_INDEX, pad, label_ids)
+    predictions = [t.strip() for t in tokenizer.batch_decode(prediction_ids, skip_special_tokens=True)]
+    references = [t.strip() for t in tokenizer.batch_decode(label_ids, skip_special_tokens=True)]
+    return predictions, references
