@@ -31,6 +31,9 @@ from finetune.config import (
 from finetune.outputs import MODEL_CONFIG, save_run_config
 from finetune.tasks import Task, detect_task, get_task
 from finetune.tasks.base import TaskOptions
+from finetune.training.arguments import check_training_arguments
+from finetune.training.run_directory import effective_values, prepare_run_directory
+from finetune.training.run_lock import RunLock
 
 logger = logging.getLogger("finetune")
 
@@ -65,22 +68,36 @@ def list_keys(task_name: str) -> list[tuple[str, str, str]]:
 
 def train(config: Config, **overrides: Any) -> dict[str, Any]:
     """Train the config's task and evaluate it; returns the results by phase (``zero_shot``, ``train``,
-    ``eval``). The output directory gets the model, eval_results.json, the run config and the card."""
+    ``eval``). The output directory gets the model, eval_results.json, the run config and the card.
+
+    The run holds the output directory's lock (``finetune_run.lock``) from before it writes anything to
+    its end, so a second run on the same directory fails at once; it refuses to start over a finished
+    run (unless ``overwrite_output_dir``) and to resume with a config that would mix two runs (see
+    :mod:`finetune.training.run_directory`).
+    """
     task, options, values = load_config(config, **overrides)
     for group in options.all():
         if not isinstance(group, type(options.training)):
             check_choices(group)
     training = options.training
+    check_training_arguments(training, values, trains=task.uses_trainer)
+    effective = effective_values(options.all())
     _keep_token_out_of_files(training)
     # The Trainer's own push_to_hub would contact the Hub at start-up and after every save; we push
     # once, after the model card is written, and only from the main process.
     push = bool(getattr(training, "push_to_hub", False))
     training.push_to_hub = False
-    if training.should_save:
-        save_run_config(training.output_dir, values)
-    results = task.train(options)
-    if training.should_save:
-        _publish(training, push)
+    main = bool(training.should_save)  # under accelerate launch: the process that saves (rank 0)
+    with RunLock(training.output_dir, purpose="training run", enabled=main):
+        run = options.run
+        prepare_run_directory(training.output_dir, resume=run.resume, overwrite=run.overwrite_output_dir,
+                              allow_config_changes=run.resume_allow_config_changes, new_values=effective,
+                              effective_of=lambda saved: effective_values(load_config(saved)[1].all()), main=main)
+        if main:
+            save_run_config(training.output_dir, values)
+        results = task.train(options)
+        if main:
+            _publish(training, push)
     return results
 
 
@@ -100,7 +117,8 @@ def evaluate(model: str | os.PathLike, data: str, *, split: str = "test", output
     parsed = parse_into((DataArguments, *task.evaluation_option_classes), values, source="evaluate")
     data_args, groups = parsed[0], {type(group): group for group in parsed[1:]}
     target = str(output_dir or Path(model_dir) / f"eval-{split}")
-    return task.evaluate(model_dir, data_args, target, batch_size=batch_size, groups=groups)
+    with RunLock(target, purpose="evaluation"):  # one writer per folder, as for training
+        return task.evaluate(model_dir, data_args, target, batch_size=batch_size, groups=groups)
 
 
 def evaluation_keys(model: str | os.PathLike) -> list[tuple[str, str, str]]:

@@ -97,6 +97,10 @@ class DataArguments:
             raise ValueError(f"max_batch_seconds must be positive (or null: off), got {self.max_batch_seconds}")
         if self.min_duration_in_seconds < 0 or self.max_duration_in_seconds <= self.min_duration_in_seconds:
             raise ValueError("need 0 <= min_duration_in_seconds < max_duration_in_seconds")
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be at least 1, or null for all rows; got {value!r}")
 
 
 @dataclass
@@ -109,6 +113,18 @@ class RunArguments:
     )
     evaluate_before_training: bool = field(
         default=False, metadata={"help": "Measure the eval split with the untouched model first (zero-shot)."}
+    )
+    # transformers 5 has no overwrite_output_dir of its own; this is ours (finetune.training.run_directory)
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start a new run in an output_dir that holds a finished run or checkpoints: the previous "
+                          "run's model, results and checkpoints are deleted first (resume must be false)."},
+    )
+    resume_allow_config_changes: bool = field(
+        default=False,
+        metadata={"help": "With resume=true, continue even though keys that decide the weights (data, learning "
+                          "rate, seed...) differ from the saved finetune_config.yaml; the previous config is "
+                          "kept in finetune_config_history.yaml."},
     )
 
 

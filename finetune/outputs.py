@@ -37,9 +37,35 @@ FEW_SHOT_EXAMPLES = "few_shot_examples.jsonl"
 LORA_ADAPTER_DIR = "lora_adapter"
 HUB_MANIFEST = "hub_upload_manifest.json"
 CHECKPOINT_COMPLETE = "finetune_complete.json"  # marks a checkpoint folder the Trainer finished writing
+RUN_LOCK = "finetune_run.lock"  # held by the one run (or evaluation) writing a directory: host, pid, start
+RUN_CONFIG_HISTORY = "finetune_config_history.yaml"  # earlier configs of a run resumed with changes
+ZERO_SHOT_RESULTS = "zero_shot_results.json"  # the untouched model's scores, kept for a resumed run
+# set-aside checkpoint folders start with these, never with "checkpoint-": the Trainer's rotation
+# (transformers' sort_checkpoints globs "checkpoint-*") would count them as checkpoints and delete them
+INCOMPLETE_CHECKPOINT_PREFIX = "incomplete-"  # killed while saving: no completion marker
+DAMAGED_CHECKPOINT_PREFIX = "damaged-"  # marked complete, but a file is missing, cut short or unreadable
 # slu-evaluate: the intent confusion matrices from transcripts and from the gold text
 CONFUSION_MATRIX_TRANSCRIPTS = "confusion_matrix_transcripts.png"
 CONFUSION_MATRIX_GOLD_TEXT = "confusion_matrix_gold_text.png"
+
+# Every name above that a training run writes into its output_dir: a run started with
+# overwrite_output_dir removes them (with the model files below and the checkpoints) before it writes.
+RUN_ARTIFACTS = (
+    EVAL_RESULTS, PREDICTIONS, RUN_CONFIG, RUN_CONFIG_HISTORY, DATA_REPORT, TRAINING_ARGS, PICKLED_TRAINING_ARGS,
+    TRAINER_STATE, TRAINING_CURVE, CONFUSION_MATRIX, MODEL_CARD, MODEL_CONFIG, GENERATION_CONFIG, LANGUAGE_MODEL,
+    FEW_SHOT_EXAMPLES, LORA_ADAPTER_DIR, HUB_MANIFEST, ZERO_SHOT_RESULTS,
+)
+# ...and what transformers' save_pretrained writes beside them (weights, processor, tokenizer), as patterns
+MODEL_FILE_PATTERNS = (
+    "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json",
+    "preprocessor_config.json", "processor_config.json", "feature_extractor_config.json", "tokenizer.json",
+    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt",
+    "merges.txt", "normalizer.json", "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja",
+    "chat_template.json", "adapter_config.json", "all_results.json", "train_results.json",
+)
+# what an evaluation (``finetune evaluate``, default ``<model>/eval-<split>``) leaves in its folder
+EVALUATION_ARTIFACTS = (EVAL_RESULTS, PREDICTIONS, DATA_REPORT, CONFUSION_MATRIX, CONFUSION_MATRIX_TRANSCRIPTS,
+                        CONFUSION_MATRIX_GOLD_TEXT)
 
 
 def _umask() -> int:
@@ -146,3 +172,22 @@ def replace_pickled_training_args(output_dir: str | os.PathLike, training_args: 
     output_dir = Path(output_dir)
     (output_dir / PICKLED_TRAINING_ARGS).unlink(missing_ok=True)
     write_text(output_dir / TRAINING_ARGS, training_args.to_json_string())
+
+
+def write_zero_shot(output_dir: str | os.PathLike, scored: dict[str, Any], metrics: dict[str, Any]) -> Path:
+    """The untouched model's scores, measured before a run's first step: a resumed run puts them back
+    into its results instead of losing them. ``scored`` says what was measured (source, split, rows)."""
+    return write_json(Path(output_dir) / ZERO_SHOT_RESULTS, {"scored": scored, "metrics": metrics})
+
+
+def read_zero_shot(output_dir: str | os.PathLike, scored: dict[str, Any]) -> dict[str, Any] | None:
+    """The saved zero-shot scores if they measured exactly ``scored``; None otherwise (or unreadable)."""
+    path = Path(output_dir) / ZERO_SHOT_RESULTS
+    try:
+        saved = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("scored") != json.loads(json.dumps(scored)):
+        return None
+    metrics = saved.get("metrics")
+    return metrics if isinstance(metrics, dict) else None

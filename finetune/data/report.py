@@ -29,6 +29,7 @@ class DataReport:
     split: str
     total: int
     bad: list[BadRow] = field(default_factory=list)
+    duplicates: int = 0  # rows that name an audio file an earlier row of the split names too (kept)
 
     @property
     def kept(self) -> int:
@@ -59,6 +60,7 @@ class DataReport:
             "kept": self.kept,
             "bad_count": len(self.bad),
             "reasons": self.reasons(),
+            "duplicate_audio_rows": self.duplicates,
             "bad_rows": [asdict(b) for b in self.bad],
         }
 

@@ -2,14 +2,20 @@
 
 One pass decodes every clip to mono float32 at the model's rate and checks it (readable, duration
 in range, non-empty transcript or label). The pass is a ``datasets.map`` over an Arrow table, so its
-result is cached by fingerprint: a second run with the same data and settings decodes nothing.
+result is cached by fingerprint: a second run with the same data and settings decodes nothing. The
+fingerprint covers the metadata and every local audio file's path, size and modification time, so a
+clip fixed or re-recorded in place (same name) is decoded again.
 What is cached is the waveform, not model features: it is 10-50x smaller than 30-second log-mels and
 serves every model family; features are computed per batch by the task's collator.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +31,11 @@ from finetune.data.sources import (
     as_text,
     column_names,
     find_column,
+    has_visible_text,
+    is_text_cell,
     load_source,
     require_columns,
+    splits_read_beside,
 )
 from finetune.data.text import get_normalizer
 
@@ -42,6 +51,10 @@ PREPARED_FEATURES = datasets.Features(
         "error": datasets.Value("string"),
     }
 )
+
+
+# Bump when decode_batch's checks or output change: caches decoded by an older version are not reused.
+DECODE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,8 @@ def load_speech_split(
     ``materialize`` is set: evaluation needs a sized split, so its rows are read from the stream first.
     """
     name = source or args.dataset_name
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max_samples must be at least 1, or None for all rows; got {max_samples!r}")
     raw = load_source(
         name,
         split,
@@ -94,6 +109,7 @@ def load_speech_split(
         streaming=args.streaming,
         cache_dir=args.data_cache_dir,
         audio_column=args.audio_column_name,
+        other_splits=splits_read_beside(args, name, split),
     )
     if max_samples is not None:
         raw = raw.take(max_samples) if args.streaming else raw.select(range(min(max_samples, len(raw))))
@@ -110,6 +126,11 @@ def load_speech_split(
     if isinstance(raw, datasets.IterableDataset):
         decoded = raw.map(decode_batch, batched=True, fn_kwargs=kwargs, remove_columns=column_names(raw))
         return decoded.filter(_keep_and_log, input_columns=["error", "source_file"]), None
+    paths = _local_paths(raw, columns.audio)
+    # the cache key of the decoded split: the metadata (raw's fingerprint), the settings, the decoding's
+    # version and each local audio file's identity
+    identity = audio_files_identity(paths) if paths is not None and raw.cache_files else ""
+    kwargs["cache_key"] = f"v{DECODE_VERSION}:{identity}"
     decoded = raw.map(
         decode_batch,
         batched=True,
@@ -128,8 +149,14 @@ def load_speech_split(
         split=split,
         total=len(errors),
         bad=[BadRow(row=i, source=sources[i], reason=e) for i, e in enumerate(errors) if e],
+        duplicates=_count_repeats(paths) if paths is not None else 0,
     )
     logger.info(report.summary())
+    if report.duplicates:
+        repeated = [path for path, count in Counter(paths).items() if count > 1]
+        logger.warning("%s [%s]: %d rows name an audio file an earlier row names too (%s%s); they are kept",
+                       name, split, report.duplicates, ", ".join(Path(p).name for p in repeated[:5]),
+                       ", ..." if len(repeated) > 5 else "")
     report.enforce(args.on_bad_rows)
     if report.bad:
         logger.warning("skipping %d bad rows:\n%s", len(report.bad), report.describe_bad_rows(limit=10))
@@ -150,19 +177,31 @@ def decode_batch(
     min_seconds: float,
     max_seconds: float,
     normalization: str,
+    cache_key: str = "",
 ) -> dict[str, list]:
-    """Decode a batch; a bad row gets an ``error`` text and empty audio instead of stopping the pass."""
+    """Decode a batch; a bad row gets an ``error`` text and empty audio instead of stopping the pass.
+
+    ``cache_key`` is not read: ``datasets`` hashes a mapped function by its name, not its code, so the
+    decoding's version and the audio files' identity (:func:`audio_files_identity`) are passed to be part
+    of the decoded split's cache key.
+    """
     normalize = get_normalizer(normalization)
     out: dict[str, list] = {name: [] for name in PREPARED_FEATURES}
     count = len(batch[columns.audio])
     for i in range(count):
         value = batch[columns.audio][i]
-        text = normalize(as_text(batch[columns.text][i])) if columns.text else ""
-        label = as_text(batch[columns.label][i]).strip() if columns.label else ""
+        text_cell = batch[columns.text][i] if columns.text else ""
+        label_cell = batch[columns.label][i] if columns.label else ""
+        text = normalize(as_text(text_cell)) if is_text_cell(text_cell) else ""
+        label = as_text(label_cell).strip() if is_text_cell(label_cell) else ""
         samples, error = _decode_checked(value, sampling_rate, min_seconds, max_seconds)
-        if not error and columns.text and not text:
+        if not error and not is_text_cell(text_cell):
+            error = f"transcript is not a string (column {columns.text!r} holds a {type(text_cell).__name__})"
+        elif not error and columns.text and not has_visible_text(text):
             error = f"empty transcript in column {columns.text!r}"
-        if not error and columns.label and not label:
+        if not error and not is_text_cell(label_cell):
+            error = f"label is not one value (column {columns.label!r} holds a {type(label_cell).__name__})"
+        elif not error and columns.label and not has_visible_text(label):
             error = f"empty label in column {columns.label!r}"
         out["audio"].append(samples if not error else np.zeros(0, dtype=np.float32))
         out["duration"].append(len(samples) / sampling_rate if not error else 0.0)
@@ -173,9 +212,12 @@ def decode_batch(
     return out
 
 
-def _decode_checked(value: object, sampling_rate: int, min_seconds: float, max_seconds: float) -> tuple[np.ndarray, str]:
+def _decode_checked(value: object, sampling_rate: int, min_seconds: float,
+                    max_seconds: float) -> tuple[np.ndarray, str]:
     if value is None or (isinstance(value, str) and not value.strip()):
         return np.zeros(0, dtype=np.float32), "no audio file given"
+    if isinstance(value, str):
+        value = existing_path(value)
     try:
         samples = load_audio(value, sampling_rate)
     except AudioDecodeError as error:
@@ -198,3 +240,47 @@ def _keep_and_log(error: str, source_file: str) -> bool:
     if error:
         logger.warning("skipping %s: %s", source_file, error)
     return not error
+
+
+def existing_path(path: str) -> str:
+    """``path``, or its other Unicode normalization (NFC/NFD) where only that one exists: a file named on
+    macOS (NFD) keeps its name when copied, while a metadata file typed elsewhere spells it NFC."""
+    if not path or os.path.lexists(path):
+        return path
+    for form in ("NFC", "NFD"):
+        other = unicodedata.normalize(form, path)
+        if other != path and os.path.lexists(other):
+            return other
+    return path
+
+
+def _local_paths(dataset: datasets.Dataset, column: str) -> list[str] | None:
+    """The audio column as paths, for a local source (a Hub source holds bytes or paths into its cache)."""
+    feature = (dataset.features or {}).get(column)
+    if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+        return None
+    return [path or "" for path in dataset[column]]
+
+
+def audio_files_identity(paths: list[str]) -> str:
+    """A digest of each audio file's path, size and mtime_ns, in row order (a missing file as missing).
+
+    It is part of the decoded split's cache key: the metadata alone would keep serving the old samples of
+    a clip re-recorded under the same name, and the old error of a broken clip fixed in place. Any change
+    decodes the whole split again (the cache is one table per split).
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for path in paths:
+        try:
+            stat = os.stat(existing_path(path)) if path else None
+            identity = f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "-"
+        except (OSError, ValueError) as error:  # ValueError: a NUL byte in the path
+            identity = type(error).__name__
+        digest.update(f"{path}\0{identity}\n".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def _count_repeats(paths: list[str]) -> int:
+    """Rows whose audio file an earlier row of the split names too."""
+    named = [path for path in paths if path]
+    return len(named) - len(set(named))

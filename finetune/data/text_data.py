@@ -24,8 +24,11 @@ from finetune.data.sources import (
     DataSourceError,
     as_text,
     find_column,
+    has_visible_text,
+    is_text_cell,
     load_source,
     require_columns,
+    splits_read_beside,
 )
 
 logger = logging.getLogger(__name__)
@@ -61,7 +64,10 @@ def load_text_split(
     if args.streaming:
         raise DataSourceError(f"{name}: streaming is not supported for text classification (the label set "
                               "must be known before training); set streaming=false")
-    raw = load_source(name, split, config_name=args.dataset_config_name, cache_dir=args.data_cache_dir)
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max_samples must be at least 1, or None for all rows; got {max_samples!r}")
+    raw = load_source(name, split, config_name=args.dataset_config_name, cache_dir=args.data_cache_dir,
+                      other_splits=splits_read_beside(args, name, split))
     if max_samples is not None:
         raw = raw.select(range(min(max_samples, len(raw))))
     columns = raw.column_names or []
@@ -74,13 +80,17 @@ def load_text_split(
 
     def check(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         out: dict[str, list] = {key: [] for key in TEXT_FEATURES}
-        for i, text, label in zip(indices, batch[text_column], batch[label_column]):
-            text = " ".join(as_text(text).split())
-            label = _label_name(label, names)
+        for i, text_cell, label_cell in zip(indices, batch[text_column], batch[label_column]):
+            text = " ".join(as_text(text_cell).split()) if is_text_cell(text_cell) else ""
+            label = _label_name(label_cell, names) if is_text_cell(label_cell) else ""
             error = ""
-            if not text:
+            if not is_text_cell(text_cell):
+                error = f"text is not a string (column {text_column!r} holds a {type(text_cell).__name__})"
+            elif not has_visible_text(text):
                 error = f"empty text (column {text_column!r})"
-            elif not label:
+            elif not is_text_cell(label_cell):
+                error = f"label is not one value (column {label_column!r} holds a {type(label_cell).__name__})"
+            elif not has_visible_text(label):
                 error = f"empty label (column {label_column!r})"
             out["text"].append(text)
             out["label"].append(label)

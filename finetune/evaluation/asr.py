@@ -19,7 +19,8 @@ ASR_METRICS = ("wer", "cer", "wer_raw", "cer_raw")
 
 def score_transcripts(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str | None],
                       normalizer: Normalizer, *, elapsed: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Corpus metrics (with count and speed) and the per-utterance rows for one split."""
+    """Corpus metrics (with their counts: ``num_samples`` utterances, ``num_reference_words``, and speed)
+    and the per-utterance rows for one split. Raises ValueError when no reference has a word to score."""
     rows = utterance_rows(sources, references, predictions, normalizer)
     metrics = {"num_samples": len(rows), **asr_metrics(predictions, references, normalizer),
                "runtime_s": round(elapsed, 3), "seconds_per_sample": round(elapsed / max(len(rows), 1), 4)}
@@ -39,8 +40,9 @@ def transcript_metrics(decode: Callable[..., tuple[list[str], list[str]]], token
 
 
 def asr_headline(metrics: dict[str, Any]) -> str:
+    words = f" ({metrics['num_reference_words']} reference words)" if "num_reference_words" in metrics else ""
     return (f"WER {metrics['wer']:.2%} (raw {metrics['wer_raw']:.2%}), CER {metrics['cer']:.2%} "
-            f"on {metrics['num_samples']} utterances")
+            f"on {metrics['num_samples']} utterances{words}")
 
 
 def utterance_rows(sources: Sequence[str | None], references: Sequence[str], predictions: Sequence[str],

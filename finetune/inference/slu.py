@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from finetune.data.audio import load_audio
+from finetune.models.consistency import check_pipeline_tokenizer
 from finetune.models.registry import resolve_model_path
 from finetune.models.text_classifier import oos_settings
 
@@ -64,6 +65,8 @@ class SpokenCommandPipeline:
                        model_kwargs=safetensors)
         classifier = pipeline("text-classification", model=resolve_model_path(intent_model), device=device,
                               model_kwargs=safetensors)
+        for stage, name in ((asr, asr_model), (classifier, intent_model)):
+            check_pipeline_tokenizer(stage, resolve_model_path(name))
         return cls(asr, classifier, batch_size=batch_size, oos_threshold=oos_threshold, num_beams=num_beams)
 
     @property

@@ -18,6 +18,9 @@ adds around it:
     timestamps duplicated text at the seams (29% WER), so ``auto`` picks sequential for Whisper unless a
     chunk length or stride is given;
 - segment or word timestamps, grouped into subtitle-sized segments when only words are known;
+- chunked decoding streams a long file: :class:`StreamedAudio` decodes and resamples it block by block
+  and holds only the samples of the windows being cut (memory does not grow with the file's length);
+  sequential decoding needs the whole recording's features at once, so it decodes the file whole;
 - a file that cannot be decoded is reported and skipped; the rest of the batch goes on;
 - a progress bar counting windows, the unit of work, so one long file shows progress too.
 
@@ -39,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from finetune.data.audio import AudioDecodeError, load_audio
 from finetune.inference.formats import Segment, Transcript
 from finetune.inference.quantize import QUANTIZE_MODES, quantize_for_cpu
@@ -55,6 +60,8 @@ DEFAULT_CTC_CHUNK_S = 20.0  # CTC models have no fixed window; 20 s keeps attent
 CUE_PAUSE_S = 0.8
 CUE_MAX_S = 7.0
 CUE_MAX_CHARS = 84
+STREAM_MIN_S = 120.0  # chunked decoding streams files longer than this; shorter ones are decoded whole
+STREAM_BLOCK_S = 10.0  # seconds of the file read (and resampled) at a time when streaming
 
 
 @dataclass
@@ -161,6 +168,7 @@ class Transcriber:
             torch.set_num_threads(self.options.threads)
         self.pipe = _load_pipeline(self.model_path, self.options.device)
         self.pipe.model = quantize_for_cpu(self.pipe.model, self.options.quantize)
+        _StreamingPreprocess.install(self.pipe)
         self.sampling_rate = int(self.pipe.feature_extractor.sampling_rate)
         self.is_whisper = self.pipe.type == "seq2seq_whisper"
         self.long_form = self._long_form()
@@ -261,11 +269,11 @@ class Transcriber:
         def inputs() -> Iterator[dict[str, Any]]:
             for path in files:
                 try:
-                    audio = load_audio(path, self.sampling_rate)
+                    audio = self._load(path)
                 except AudioDecodeError as error:
                     failures.append(TranscriptionResult(path, error=str(error)))
                     continue
-                pending.append((path, audio.size / self.sampling_rate))
+                pending.append((path, len(audio) / self.sampling_rate))
                 yield {"raw": audio, "sampling_rate": self.sampling_rate}
 
         for output in self.pipe(inputs(), batch_size=batch_size, **call_kwargs):
@@ -277,6 +285,12 @@ class Transcriber:
             stats.wall_seconds = time.perf_counter() - stats.started
             yield TranscriptionResult(path, transcript=self._transcript(path, output, duration))
         yield from self._flush(order, failures, stats, until=None)
+
+    def _load(self, path: Path) -> np.ndarray | StreamedAudio:
+        """The whole recording, or, for chunked decoding of a long file libsndfile reads, a stream."""
+        if self.long_form == "chunked" and StreamedAudio.can_stream(path, min_seconds=STREAM_MIN_S):
+            return StreamedAudio(path, self.sampling_rate)
+        return load_audio(path, self.sampling_rate)
 
     @staticmethod
     def _flush(order: deque[Path], failures: deque[TranscriptionResult], stats: RunStats,
@@ -418,6 +432,153 @@ class _EncoderCounter:
         self.handle.remove()
 
 
+class StreamedAudio:
+    """A recording as 1-D float32 mono samples at ``sampling_rate``, decoded window by window.
+
+    Sliced with increasing starts (``audio[a:b]``, as the pipeline cuts windows), it reads the file
+    ``block_seconds`` at a time, downmixes and resamples each block with soxr's stream resampler
+    (bit-identical to resampling the whole file at once) and keeps only the samples from the last
+    slice's start on, so memory stays at about one window plus one block whatever the file's length.
+    A first pass at construction counts the samples and checks them as :func:`load_audio` does
+    (finite, not empty), so a bad file fails before decoding starts and ``len`` is exact.
+    """
+
+    def __init__(self, path: str | Path, sampling_rate: int, *, block_seconds: float = STREAM_BLOCK_S) -> None:
+        import soundfile as sf
+
+        self.path, self.sampling_rate = Path(path), int(sampling_rate)
+        try:
+            info = sf.info(str(self.path))
+        except Exception as error:  # libsndfile's wrapper raises assorted types
+            raise AudioDecodeError(str(path), f"not a readable audio file: {error}") from error
+        self.file_rate, self.subtype = int(info.samplerate), info.subtype
+        self.block_frames = max(1, int(block_seconds * self.file_rate))
+        self._length = sum(len(block) for block in self._blocks())
+        if not self._length:
+            raise AudioDecodeError(str(path), "no audio samples")
+        self.shape = (self._length,)
+        self._restart()
+
+    @staticmethod
+    def can_stream(path: str | Path, *, min_seconds: float = 0.0) -> bool:
+        """Whether libsndfile reads ``path`` (the audioread fallback decodes whole) and it is long enough."""
+        import soundfile as sf
+
+        try:
+            info = sf.info(str(path))
+        except Exception:
+            return False
+        return info.samplerate > 0 and info.frames / info.samplerate >= min_seconds
+
+    def __len__(self) -> int:
+        return self._length
+
+    @property
+    def size(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("StreamedAudio is read by contiguous slices (audio[start:stop])")
+        start, stop, _ = index.indices(self._length)
+        if start < self._start:  # an earlier window again: read from the beginning
+            self._restart()
+        self._drop_before(start)
+        while self._start + len(self._buffer) < stop:
+            block = next(self._stream, None)
+            if block is None:
+                break
+            self._buffer = np.concatenate([self._buffer, block])
+            self._drop_before(start)
+        return self._buffer[max(start - self._start, 0):max(stop - self._start, 0)].copy()
+
+    def _drop_before(self, start: int) -> None:
+        cut = min(max(start - self._start, 0), len(self._buffer))
+        self._buffer = self._buffer[cut:]
+        self._start += cut
+
+    def _restart(self) -> None:
+        self._stream = self._blocks()
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._start = 0
+
+    def _blocks(self) -> Iterator[np.ndarray]:
+        """The file's samples at ``sampling_rate``, one block at a time."""
+        import soundfile as sf
+        import soxr
+
+        label = str(self.path)
+        resampler = (soxr.ResampleStream(self.file_rate, self.sampling_rate, 1, dtype="float32", quality="HQ")
+                     if self.file_rate != self.sampling_rate else None)
+        clip = self.subtype not in ("FLOAT", "DOUBLE")  # as load_audio: float files keep their range
+        try:
+            with sf.SoundFile(label) as handle:
+                while True:
+                    data = handle.read(self.block_frames, dtype="float32", always_2d=True)
+                    last = len(data) < self.block_frames
+                    if not np.isfinite(data).all():
+                        raise AudioDecodeError(label, "contains NaN/Inf samples")
+                    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+                    mono = np.ascontiguousarray(mono, dtype=np.float32)
+                    if resampler is not None:
+                        mono = resampler.resample_chunk(mono, last=last).astype(np.float32, copy=False)
+                    if clip:
+                        np.clip(mono, -1.0, 1.0, out=mono)
+                    if len(mono):
+                        yield mono
+                    if last:
+                        return
+        except AudioDecodeError:
+            raise
+        except Exception as error:
+            raise AudioDecodeError(label, f"not a readable audio file: {type(error).__name__}: {error}") from error
+
+
+class _StreamingPreprocess:
+    """The ASR pipeline's ``preprocess`` taught to cut windows from a :class:`StreamedAudio`.
+
+    The pipeline accepts only in-memory arrays; for a stream this computes the window and stride in
+    samples exactly as the pipeline does and hands the stream to transformers' own ``chunk_iter``
+    (which only slices its input), so windows, features and the stitching of their outputs are the
+    pipeline's. Every other input goes to the original ``preprocess`` unchanged.
+    """
+
+    def __init__(self, pipe) -> None:
+        self.pipe, self.original = pipe, pipe.preprocess
+
+    @classmethod
+    def install(cls, pipe) -> None:
+        if not isinstance(pipe.preprocess, cls):
+            pipe.preprocess = cls(pipe)
+
+    def __call__(self, inputs: Any, chunk_length_s: float = 0, stride_length_s: Any = None, **kwargs: Any):
+        audio = inputs.get("raw") if isinstance(inputs, dict) else None
+        if not isinstance(audio, StreamedAudio):
+            yield from self.original(inputs, chunk_length_s=chunk_length_s, stride_length_s=stride_length_s, **kwargs)
+            return
+        from transformers.pipelines.automatic_speech_recognition import chunk_iter
+
+        if not chunk_length_s:
+            raise ValueError("a streamed recording is decoded in windows: give chunk_length_s")
+        extractor = self.pipe.feature_extractor
+        if int(inputs["sampling_rate"]) != extractor.sampling_rate:
+            raise ValueError(f"a streamed recording must be at the model's {extractor.sampling_rate} Hz")
+        if stride_length_s is None:
+            stride_length_s = chunk_length_s / 6
+        if isinstance(stride_length_s, (int, float)):
+            stride_length_s = [stride_length_s, stride_length_s]
+        align = self.pipe._align_to
+        rate = extractor.sampling_rate
+        chunk_len = int(round(chunk_length_s * rate / align) * align)
+        stride_left = int(round(stride_length_s[0] * rate / align) * align)
+        stride_right = int(round(stride_length_s[1] * rate / align) * align)
+        if chunk_len < stride_left + stride_right:
+            raise ValueError("Chunk length must be superior to stride length")
+        extra = {k: v for k, v in inputs.items() if k not in ("raw", "sampling_rate", "path")}
+        for item in chunk_iter(audio, extractor, chunk_len, stride_left, stride_right, self.pipe.dtype):
+            yield {**item, **extra}
+
+
 def transcribe(model: str | Path, paths: Sequence[str | Path], options: TranscribeOptions | None = None,
                stats: RunStats | None = None) -> Iterator[TranscriptionResult]:
     """One-shot helper: load the model and transcribe ``paths`` (files or folders)."""
@@ -428,13 +589,17 @@ def _load_pipeline(model_path: str, device: str | None):
     import torch
     from transformers import pipeline
 
+    from finetune.models.consistency import check_pipeline_tokenizer
+
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        return pipeline("automatic-speech-recognition", model=model_path, device=device,
+        pipe = pipeline("automatic-speech-recognition", model=model_path, device=device,
                         model_kwargs={"use_safetensors": True})
     except (OSError, ValueError, KeyError) as error:
         raise ValueError(f"{model_path}: cannot load as a speech recognition model: {error}") from error
+    check_pipeline_tokenizer(pipe, model_path)  # a folder without its tokenizer files transcribes to ""
+    return pipe
 
 
 def _timed_chunks(chunks: list[dict[str, Any]], duration: float) -> list[Segment]:

@@ -29,7 +29,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATIO
 
 from finetune.config import ModelArguments, check_choices
 from finetune.models.ctc import FAMILY
-from finetune.models.registry import resolve_model_path
+from finetune.models.registry import check_model_family, resolve_model_path
 from finetune.models.speech_encoder import SpecAugmentArguments
 from finetune.models.whisper import load_whisper, set_encoder_context
 
@@ -81,9 +81,9 @@ def load_audio_classifier(
     if config.model_type == "whisper" and "WhisperForAudioClassification" not in (config.architectures or []):
         model, extractor = _from_whisper_asr(model_args, args, labels, encoder_context_seconds)
     else:
-        if config.model_type not in (*WAV2VEC2_FAMILY, "whisper"):
-            raise ValueError(f"{model_args.model_name_or_path} is a {config.model_type!r} model; audio classification "
-                             f"takes Whisper or a Wav2Vec2-family encoder ({', '.join(WAV2VEC2_FAMILY)})")
+        check_model_family(model_args.model_name_or_path, config.to_dict(), task="audio_classification",
+                           accepted={*WAV2VEC2_FAMILY, "whisper"},
+                           needs="a speech encoder: Whisper or a Wav2Vec2-family model")
         overrides = {"use_weighted_layer_sum": args.use_weighted_layer_sum,
                      "classifier_proj_size": args.classifier_proj_size,
                      **(spec_augment.overrides() if spec_augment else {})}
@@ -118,7 +118,7 @@ def _from_whisper_asr(model_args: ModelArguments, args: AudioClassifierArguments
                       encoder_context_seconds: int | None
                       ) -> tuple[WhisperForAudioClassification, WhisperFeatureExtractor]:
     """Whisper ASR checkpoint -> WhisperForAudioClassification with the same encoder weights."""
-    asr, processor = load_whisper(model_args)
+    asr, processor = load_whisper(model_args, task="audio_classification", needs_tokenizer=False)  # encoder only
     if encoder_context_seconds is not None:
         set_encoder_context(asr, processor, encoder_context_seconds)
     config = asr.config
@@ -134,6 +134,10 @@ def _from_whisper_asr(model_args: ModelArguments, args: AudioClassifierArguments
 
 def load_saved_classifier(model_dir: str) -> tuple[PreTrainedModel, object]:
     """A classifier saved by this task (or any audio-classification checkpoint) for evaluation."""
+    config = AutoConfig.from_pretrained(resolve_model_path(model_dir))
+    check_model_family(model_dir, config.to_dict(), task="audio_classification", accepted={*WAV2VEC2_FAMILY, "whisper"},
+                       needs="an audio classifier saved by the audio_classification task",
+                       architectures=tuple(sorted(CLASSIFIER_ARCHITECTURES)))
     model = AutoModelForAudioClassification.from_pretrained(model_dir, use_safetensors=True)
     return model, AutoFeatureExtractor.from_pretrained(model_dir)
 

@@ -29,11 +29,13 @@ from transformers import (
     PreTrainedModel,
     Wav2Vec2CTCTokenizer,
     Wav2Vec2FeatureExtractor,
+    Wav2Vec2Processor,
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES
 
 from finetune.config import ModelArguments, check_choices
-from finetune.models.registry import resolve_model_path
+from finetune.models.consistency import check_tokenizer, missing_tokenizer_error
+from finetune.models.registry import check_model_family, resolve_model_path
 from finetune.models.speech_encoder import FreezeArguments, SpecAugmentArguments
 
 logger = logging.getLogger(__name__)
@@ -112,8 +114,31 @@ def build_tokenizer(vocab: dict[str, int]) -> Wav2Vec2CTCTokenizer:
 
 
 def load_tokenizer(name_or_path: str, model_args: ModelArguments) -> Wav2Vec2CTCTokenizer:
-    return Wav2Vec2CTCTokenizer.from_pretrained(resolve_model_path(name_or_path), revision=model_args.revision,
-                                                cache_dir=model_args.cache_dir)
+    """A CTC tokenizer saved elsewhere (a fine-tuned model's folder, or a tokenizer alone), checked on
+    its own: it must hold characters that encode and decode (:mod:`finetune.models.consistency`)."""
+    path = resolve_model_path(name_or_path, model=False)
+    try:
+        tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(path, revision=model_args.revision,
+                                                         cache_dir=model_args.cache_dir)
+    except (OSError, TypeError, ValueError) as error:  # no vocab.json: a TypeError deep in the tokenizer
+        raise missing_tokenizer_error(path, error) from error
+    check_tokenizer(tokenizer, None, path)
+    return tokenizer
+
+
+def load_saved_ctc(model_dir: str) -> tuple[PreTrainedModel, Wav2Vec2Processor]:
+    """A fine-tuned CTC model and its processor, as training saved them, checked to agree."""
+    path = resolve_model_path(model_dir)
+    config = PretrainedConfig.get_config_dict(path)[0]
+    check_model_family(model_dir, config, task="asr_ctc", accepted=FAMILY, needs="a CTC speech recognizer "
+                       "(Wav2Vec2-family encoder with a CTC head)", architectures=tuple(sorted(CTC_ARCHITECTURES)))
+    try:
+        processor = Wav2Vec2Processor.from_pretrained(path)
+    except (OSError, TypeError) as error:
+        raise missing_tokenizer_error(path, error) from error
+    model = AutoModelForCTC.from_pretrained(path, use_safetensors=True)
+    check_tokenizer(processor.tokenizer, model.config, path)
+    return model, processor
 
 
 def scratch_config(source: str) -> PretrainedConfig:
@@ -199,6 +224,7 @@ def load_ctc_model(
             model.freeze_feature_encoder()
     if freeze.freeze_encoder:  # train the CTC head (lm_head) only
         model.base_model.requires_grad_(False)
+    check_tokenizer(tokenizer, model.config, model_args.model_name_or_path or ctc_args.model_config)
     return model
 
 
@@ -207,9 +233,8 @@ def _pretrained_ctc_model(model_args: ModelArguments, head: dict[str, Any], *, f
     common = {"revision": model_args.revision, "cache_dir": model_args.cache_dir,
               "trust_remote_code": model_args.trust_remote_code}
     config = AutoConfig.from_pretrained(path, **common)
-    if config.model_type not in FAMILY:
-        raise ValueError(f"{model_args.model_name_or_path} is a {config.model_type!r} model; the asr_ctc task "
-                         f"needs a Wav2Vec2-family encoder ({', '.join(FAMILY)})")
+    check_model_family(model_args.model_name_or_path, config.to_dict(), task="asr_ctc", accepted=FAMILY,
+                       needs="a Wav2Vec2-family speech encoder (e.g. facebook/wav2vec2-base)")
     had_head = bool(set(config.architectures or []) & CTC_ARCHITECTURES)
     config.update(head)
     model = AutoModelForCTC.from_pretrained(path, config=config, ignore_mismatched_sizes=True, use_safetensors=True,

@@ -23,10 +23,18 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
-from finetune.models.registry import resolve_model_path
-from finetune.models.text_classifier import DEFAULT_OOS_LABEL, OOS_LABEL_KEY, OOS_THRESHOLD_KEY, apply_oos
+from finetune.models.registry import check_model_family, resolve_model_path
+from finetune.models.text_classifier import (
+    DEFAULT_OOS_LABEL,
+    OOS_LABEL_KEY,
+    OOS_THRESHOLD_KEY,
+    TEXT_CLASSIFIER_TYPES,
+    TEXT_ENCODER_NEEDS,
+    apply_oos,
+    load_checked_tokenizer,
+)
 
 ARCHITECTURE = "SentenceEncoderIntentClassifier"
 PROTOTYPES_FILE = "intent_prototypes.safetensors"
@@ -42,9 +50,11 @@ def load_encoder(name_or_path: str, *, revision: str = "main", cache_dir: str | 
     """A bare text encoder and its tokenizer (local dir, Hub id or ``offline:all-MiniLM-L6-v2``)."""
     path = resolve_model_path(name_or_path)
     common = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
+    check_model_family(name_or_path, PretrainedConfig.get_config_dict(path, **common)[0], task="intent_few_shot",
+                       accepted=TEXT_CLASSIFIER_TYPES, needs=TEXT_ENCODER_NEEDS)
     encoder = AutoModel.from_pretrained(path, use_safetensors=True, **common)
     encoder.eval()
-    return encoder, AutoTokenizer.from_pretrained(path, **common)
+    return encoder, load_checked_tokenizer(path, encoder.config, **common)
 
 
 def embed_texts(encoder: PreTrainedModel, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 64,
@@ -151,7 +161,7 @@ class PrototypeClassifier:
         metadata = dict(config.get(METADATA_KEY) or {})
         return cls(
             encoder=encoder,
-            tokenizer=AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code),
+            tokenizer=load_checked_tokenizer(str(model_dir), encoder.config, trust_remote_code=trust_remote_code),
             intents=[id2label[i] for i in range(len(id2label))],
             prototypes=load_file(str(model_dir / PROTOTYPES_FILE))["prototypes"],
             max_length=int(metadata.get("max_length", 128)),

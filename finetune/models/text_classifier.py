@@ -13,15 +13,31 @@ from collections.abc import Sequence
 
 import numpy as np
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
 from finetune.config import ModelArguments
-from finetune.models.registry import resolve_model_path
+from finetune.models.consistency import check_tokenizer, missing_tokenizer_error
+from finetune.models.registry import check_model_family, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
 OOS_THRESHOLD_KEY = "oos_threshold"
 OOS_LABEL_KEY = "oos_label"
 DEFAULT_OOS_LABEL = "oos"
+# model types transformers can put a sequence-classification head on: text models (no speech model is one)
+TEXT_CLASSIFIER_TYPES = frozenset(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
+TEXT_ENCODER_NEEDS = ("a text encoder of a type transformers can classify text with (BERT-style, e.g. "
+                      "offline:all-MiniLM-L6-v2 or bert-base-uncased)")
+
+
+def load_checked_tokenizer(path: str, config: PretrainedConfig, **common) -> object:
+    """``AutoTokenizer`` for the model at ``path``, checked against the model's ``config``."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **common)
+    except (OSError, TypeError) as error:
+        raise missing_tokenizer_error(path, error) from error
+    check_tokenizer(tokenizer, config, path)
+    return tokenizer
 
 
 def load_text_classifier(
@@ -36,6 +52,8 @@ def load_text_classifier(
         "trust_remote_code": model_args.trust_remote_code,
     }
     source = PretrainedConfig.get_config_dict(path, **common)[0]
+    check_model_family(model_args.model_name_or_path, source, task="intent", accepted=TEXT_CLASSIFIER_TYPES,
+                       needs=TEXT_ENCODER_NEEDS)
     old_labels = source.get("id2label") or {}
     if source.get("architectures", [""])[0].endswith("ForSequenceClassification") and (
         sorted(old_labels.values()) != sorted(id2label.values())
@@ -51,18 +69,19 @@ def load_text_classifier(
         use_safetensors=True,
         **common,
     )
-    tokenizer = AutoTokenizer.from_pretrained(path, **common)
-    return model, tokenizer
+    return model, load_checked_tokenizer(path, model.config, **common)
 
 
 def load_saved_classifier(model_dir: str, *, trust_remote_code: bool = False) -> tuple[PreTrainedModel, object]:
     """A fine-tuned intent model as saved by the ``intent`` recipe (labels come from its config)."""
     path = resolve_model_path(model_dir)
+    config = PretrainedConfig.get_config_dict(path, trust_remote_code=trust_remote_code)[0]
+    check_model_family(model_dir, config, task="intent", accepted=TEXT_CLASSIFIER_TYPES,
+                       needs="a text classifier saved by the intent task")
     model = AutoModelForSequenceClassification.from_pretrained(
         path, use_safetensors=True, trust_remote_code=trust_remote_code
     )
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    return model, tokenizer
+    return model, load_checked_tokenizer(path, model.config, trust_remote_code=trust_remote_code)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

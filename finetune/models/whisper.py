@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
+from transformers import PretrainedConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
 
 from finetune.config import ModelArguments, check_choices
 from finetune.data.text import language_code
-from finetune.models.registry import resolve_model_path
+from finetune.models.consistency import check_tokenizer
+from finetune.models.registry import check_model_family, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +39,33 @@ class WhisperArguments:
         check_choices(self)
 
 
-def load_whisper(model_args: ModelArguments) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
-    """Load model + processor from a local dir, a Hub id or an ``offline:`` alias (safetensors only)."""
+# what a speech recognition checkpoint of Whisper names in config.json (a base model or a fine-tuned one)
+ASR_ARCHITECTURES = ("WhisperForConditionalGeneration", "WhisperModel")
+WHISPER_TASKS = "asr_seq2seq/asr_distill"
+
+
+def load_whisper(model_args: ModelArguments, *, task: str = WHISPER_TASKS, needs_tokenizer: bool = True,
+                 ) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
+    """Load model + processor from a local dir, a Hub id or an ``offline:`` alias (safetensors only).
+
+    A model of another family (a BERT folder, a Whisper audio classifier) is refused naming ``task``;
+    the tokenizer is checked against the model (:func:`~finetune.models.consistency.check_tokenizer`)
+    unless ``needs_tokenizer`` is False (a caller that keeps only the encoder).
+    """
     path = resolve_model_path(model_args.model_name_or_path)
     common = {
         "revision": model_args.revision,
         "cache_dir": model_args.cache_dir,
         "trust_remote_code": model_args.trust_remote_code,
     }
+    config = PretrainedConfig.get_config_dict(path, **common)[0]
+    check_model_family(model_args.model_name_or_path, config, task=task, accepted={"whisper"},
+                       needs="a Whisper speech recognition model (e.g. offline:whisper-tiny.en, openai/whisper-small)",
+                       architectures=ASR_ARCHITECTURES)
     model = WhisperForConditionalGeneration.from_pretrained(path, use_safetensors=True, **common)
     processor = WhisperProcessor.from_pretrained(path, **common)
+    if needs_tokenizer:
+        check_tokenizer(processor.tokenizer, model.config, path)
     return model, processor
 
 

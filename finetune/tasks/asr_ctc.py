@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from transformers import AutoModelForCTC, Trainer, Wav2Vec2Processor
+from transformers import Trainer, Wav2Vec2Processor
 
 from finetune.config import ConfigError
 from finetune.data.collators import IGNORE_INDEX, CTCCollator
@@ -44,6 +44,7 @@ from finetune.models.ctc import (
     ctc_frames_needed,
     load_ctc_model,
     load_feature_extractor,
+    load_saved_ctc,
     load_tokenizer,
     output_frames,
 )
@@ -225,8 +226,7 @@ class CTCFineTuning(Task):
         missing = missing_packages(decoding)
         if missing:
             raise ValueError(f"beam search needs {' and '.join(missing)}: pip install {' '.join(missing)}")
-        run.processor = Wav2Vec2Processor.from_pretrained(model_dir)
-        run.model = AutoModelForCTC.from_pretrained(model_dir, use_safetensors=True)
+        run.model, run.processor = load_saved_ctc(model_dir)
         run.state["lm_path"] = decoding.lm_path
 
     # ------------------------------------------------------------------------------ the card

@@ -5,8 +5,8 @@ learn what the training data decides (vocabulary, label set), build the Trainer'
 predictions. Everything around those hooks happens once, here, for every task:
 
     train:    check -> seed -> resume point -> prepare -> read train -> fit -> encode -> read + encode eval
-              -> data report -> zero-shot score -> adapt model -> build trainer -> train -> finish model
-              -> save -> score -> eval_results.json + predictions.jsonl
+              -> data report -> zero-shot score (saved; put back on resume) -> adapt model -> build trainer
+              -> train -> finish model -> save -> score -> eval_results.json + predictions.jsonl
     evaluate: load saved model -> read + encode split -> score -> the same output files
 
 The Trainer itself comes from :func:`finetune.training.trainers.build_trainer`, so crash-safe checkpoint
@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from transformers import Trainer, TrainingArguments, set_seed
@@ -25,7 +26,7 @@ from transformers import Trainer, TrainingArguments, set_seed
 from finetune.config import ConfigError, DataArguments, ModelArguments, RunArguments
 from finetune.data.report import DataReport, write_reports
 from finetune.data.text import Normalizer, scoring_normalizer
-from finetune.outputs import write_eval_outputs
+from finetune.outputs import ZERO_SHOT_RESULTS, read_zero_shot, write_eval_outputs, write_zero_shot
 from finetune.training.checkpoints import checkpoint_to_resume
 from finetune.training.trainers import build_trainer, save_trained
 
@@ -234,6 +235,10 @@ class Task:
         return run_evaluation(self, model_dir, data, output_dir, batch_size=batch_size, groups=groups or {})
 
 
+def zero_shot_results_path(output_dir: str) -> Path:
+    return Path(output_dir) / ZERO_SHOT_RESULTS
+
+
 def make_trainer(task: Task, run: TaskRun, model: Any, train_set: Any, eval_set: Any,
                  args: TrainingArguments | None = None) -> Any:
     """The task's Trainer through the one builder (checkpoint marking, duration batching)."""
@@ -250,8 +255,10 @@ def run_training(task: Task, options: TaskOptions) -> dict[str, Any]:
     task.check(options)
     set_seed(args.seed)
     logger.info("task %s on %s, world size %d", task.name, args.device, args.world_size)
-    run = TaskRun(options, resume_from=checkpoint_to_resume(args.output_dir, options.run.resume),
-                  language=data.language)
+    # the saving process sets aside checkpoints it cannot resume from; the others look after it has
+    with args.main_process_first(local=bool(args.save_on_each_node), desc="choosing the checkpoint to resume"):
+        resume_from = checkpoint_to_resume(args.output_dir, options.run.resume, set_aside=args.should_save)
+    run = TaskRun(options, resume_from=resume_from, language=data.language)
     eval_source = data.eval_dataset_name or data.dataset_name
     eval_set = eval_report = None
     with args.main_process_first(desc="preparing model and data"):
@@ -268,10 +275,10 @@ def run_training(task: Task, options: TaskOptions) -> dict[str, Any]:
         write_reports([r for r in (train_report, eval_report) if r], args.output_dir)
 
     results: dict[str, Any] = {}
-    if options.run.evaluate_before_training and eval_set is not None and run.resume_from is None:
-        scorer = make_trainer(task, run, task.zero_shot_model(run), None, eval_set)
-        results[task.zero_shot_key] = task.score(run, scorer, eval_set, task.zero_shot_key).metrics
-        logger.info("%s: %s", task.zero_shot_key, task.headline(results[task.zero_shot_key]))
+    if options.run.evaluate_before_training and eval_set is not None:
+        results[task.zero_shot_key] = _zero_shot(task, run, eval_set, eval_source)
+    elif run.resume_from is None and args.should_save:
+        zero_shot_results_path(args.output_dir).unlink(missing_ok=True)  # another run's, never this one's
 
     run.model = task.adapt_for_training(run, run.model)
     validation = run.validation if run.validation is not None else eval_set
@@ -297,6 +304,34 @@ def run_training(task: Task, options: TaskOptions) -> dict[str, Any]:
         task.write_outputs(args.output_dir, payload, scores.rows)
     logger.info("after training: %s", task.headline(payload))
     return results
+
+
+def _zero_shot(task: Task, run: TaskRun, eval_set: Any, eval_source: str) -> dict[str, Any]:
+    """The untouched model's scores on the eval split: measured before the first step and saved in the
+    run dir, so that a resumed run (whose model is no longer untouched once the checkpoint loads) puts the
+    same figures back into its results. Measured again on resume only if none were saved for this split."""
+    args, data = run.options.training, run.options.data
+    scored = {"model": task.base_model_name(run.options), "dataset": eval_source, "split": data.eval_split_name,
+              "max_eval_samples": data.max_eval_samples, "num_rows": _num_rows(eval_set)}
+    if run.resume_from is not None:
+        saved = read_zero_shot(args.output_dir, scored)
+        if saved is not None:
+            logger.info("%s (measured when the run started, from %s): %s", task.zero_shot_key,
+                        zero_shot_results_path(args.output_dir).name, task.headline(saved))
+            return saved
+    scorer = make_trainer(task, run, task.zero_shot_model(run), None, eval_set)
+    metrics = task.score(run, scorer, eval_set, task.zero_shot_key).metrics
+    logger.info("%s: %s", task.zero_shot_key, task.headline(metrics))
+    if args.should_save:
+        write_zero_shot(args.output_dir, scored, metrics)
+    return metrics
+
+
+def _num_rows(dataset: Any) -> int | None:
+    try:
+        return len(dataset)
+    except TypeError:  # a streamed split
+        return None
 
 
 def evaluation_arguments(task: Task, output_dir: str, batch_size: int) -> TrainingArguments:

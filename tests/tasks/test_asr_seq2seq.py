@@ -106,7 +106,7 @@ def test_config_errors_exit_cleanly(tmp_path: Path, capsys) -> None:
 @pytest.mark.slow
 def test_two_process_ddp_through_accelerate(tmp_path: Path, tiny_whisper_dir: Path) -> None:
     """`accelerate launch --multi_gpu --num_processes 2` on CPU really runs two ranks (gloo)."""
-    config = _config(tmp_path, tiny_whisper_dir, max_steps=2, save_strategy="no", max_eval_samples=4)
+    config = _config(tmp_path, tiny_whisper_dir, max_steps=2, save_strategy="no", save_steps=None, max_eval_samples=4)
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -130,7 +130,8 @@ def test_streaming_source_trains_with_max_steps(tmp_path: Path, tiny_whisper_dir
              for name, word in (("0_george_5.flac", "zero"), ("1_george_5.flac", "one"), ("2_george_5.flac", "two"))]
     manifest.write_text("\n".join(lines + [json.dumps({"audio": str(tmp_path / "missing.wav"), "text": "x"})]) + "\n")
     config = _config(tmp_path, tiny_whisper_dir, dataset_name=str(manifest), streaming=True, max_steps=2,
-                     save_strategy="no", eval_split_name="test", max_eval_samples=3, gradient_checkpointing=True)
+                     save_strategy="no", save_steps=None, eval_split_name="test", max_eval_samples=3,
+                     gradient_checkpointing=True)
     finetune.train(config)
     results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert results["num_samples"] == 3

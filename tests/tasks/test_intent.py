@@ -112,7 +112,7 @@ def test_resume_continues_from_the_last_complete_checkpoint(tmp_path: Path, tiny
     state_path = checkpoint / "trainer_state.json"
     state = json.loads(state_path.read_text())
     state["log_history"][0]["written_by"] = "first run"
-    state_path.write_text(json.dumps(state))
+    state_path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")  # as the Trainer writes it (the marker records sizes)
 
     finetune.train(_config(tmp_path, tiny_encoder, data, max_steps=4, resume=True, **steps))
     final = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
