@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import datasets
 from transformers import Trainer, TrainingArguments, set_seed
 
 from finetune.config import ConfigError, DataArguments, ModelArguments, RunArguments
 from finetune.data.report import DataReport, write_reports
+from finetune.data.sources import same_source
 from finetune.data.text import Normalizer, scoring_normalizer
 from finetune.outputs import ZERO_SHOT_RESULTS, read_zero_shot, write_eval_outputs, write_zero_shot
 from finetune.training.checkpoints import checkpoint_to_resume
@@ -252,6 +254,11 @@ def run_training(task: Task, options: TaskOptions) -> dict[str, Any]:
     args, data = options.training, options.data
     if data.max_batch_seconds and not task.reads_audio:
         raise ConfigError(f"max_batch_seconds bounds batches by audio seconds; task {task.name} reads text")
+    if data.eval_split_name == data.train_split_name and same_source(data.eval_dataset_name or data.dataset_name,
+                                                                     data.dataset_name):
+        raise ConfigError(f"eval_split_name and train_split_name are both {data.train_split_name!r} of the same "
+                          "data: the results would be scored on the training rows. Evaluate on a held-out split, "
+                          "or set eval_split_name: null")
     task.check(options)
     set_seed(args.seed)
     logger.info("task %s on %s, world size %d", task.name, args.device, args.world_size)
@@ -273,6 +280,7 @@ def run_training(task: Task, options: TaskOptions) -> dict[str, Any]:
             eval_set = task.encode(run, eval_set, eval_report, training=False)
     if args.should_save:
         write_reports([r for r in (train_report, eval_report) if r], args.output_dir)
+    _warn_on_shared_clips(train_set, eval_set)
 
     results: dict[str, Any] = {}
     if options.run.evaluate_before_training and eval_set is not None:
@@ -332,6 +340,16 @@ def _num_rows(dataset: Any) -> int | None:
         return len(dataset)
     except TypeError:  # a streamed split
         return None
+
+
+def _warn_on_shared_clips(train_set: Any, eval_set: Any, column: str = "source_file") -> None:
+    """Clips in both splits make the scores overstate what the model does on new audio: say how many."""
+    if not all(isinstance(d, datasets.Dataset) and column in d.column_names for d in (train_set, eval_set)):
+        return
+    shared = set(train_set[column]) & set(eval_set[column])
+    if shared:
+        logger.warning("%d of the %d evaluation clips are training clips too (e.g. %s): the evaluation overstates "
+                       "how the model does on new audio", len(shared), len(eval_set), sorted(shared)[0])
 
 
 def evaluation_arguments(task: Task, output_dir: str, batch_size: int) -> TrainingArguments:

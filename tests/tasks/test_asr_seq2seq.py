@@ -129,8 +129,11 @@ def test_streaming_source_trains_with_max_steps(tmp_path: Path, tiny_whisper_dir
     lines = [json.dumps({"audio": str(sample / name), "text": word})
              for name, word in (("0_george_5.flac", "zero"), ("1_george_5.flac", "one"), ("2_george_5.flac", "two"))]
     manifest.write_text("\n".join(lines + [json.dumps({"audio": str(tmp_path / "missing.wav"), "text": "x"})]) + "\n")
+    eval_manifest = tmp_path / "stream-test.jsonl"  # one manifest file is one split: evaluation gets its own
+    eval_manifest.write_text(manifest.read_text())
     config = _config(tmp_path, tiny_whisper_dir, dataset_name=str(manifest), streaming=True, max_steps=2,
-                     save_strategy="no", save_steps=None, eval_split_name="test", max_eval_samples=3,
+                     save_strategy="no", save_steps=None, eval_dataset_name=str(eval_manifest),
+                     eval_split_name="test", max_eval_samples=3,
                      gradient_checkpointing=True)
     finetune.train(config)
     results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
