@@ -74,6 +74,43 @@ def _umask() -> int:
     return mask
 
 
+def follow_umask(paths: Iterable[str | os.PathLike]) -> None:
+    """Give each file, and each folder with everything in it, the mode ``open()``/``mkdir`` would have
+    given it under the user's umask (0644 and 0755 under umask 022; executables keep their x bits).
+
+    For what other libraries write into a run's folders their own way: safetensors writes its files
+    0600, so a model saved by transformers would otherwise be unreadable to the user's group.
+    Symbolic links are left alone (and not followed).
+    """
+    mask = _umask()
+    for path in paths:
+        path = Path(path)
+        if path.is_symlink() or not path.exists():
+            continue
+        if path.is_dir():
+            _set_mode(path, 0o777 & ~mask)
+            for folder, dirs, files in os.walk(path):
+                for name in dirs:
+                    if not (Path(folder) / name).is_symlink():
+                        _set_mode(Path(folder) / name, 0o777 & ~mask)
+                for name in files:
+                    _set_file_mode(Path(folder) / name, mask)
+        else:
+            _set_file_mode(path, mask)
+
+
+def _set_file_mode(path: Path, mask: int) -> None:
+    if path.is_symlink():
+        return
+    executable = path.stat().st_mode & 0o111
+    _set_mode(path, (0o777 if executable else 0o666) & ~mask)
+
+
+def _set_mode(path: Path, mode: int) -> None:
+    if path.stat().st_mode & 0o7777 != mode:
+        os.chmod(path, mode)
+
+
 @contextlib.contextmanager
 def _atomic(path: Path, mode: str = "w", *, durable: bool = False) -> Iterator[Any]:
     """A handle on a temp file beside ``path``, renamed onto it once the block ends without error."""
@@ -142,6 +179,7 @@ def staged_directory(target: str | os.PathLike, *, replace: bool = False) -> Ite
     try:
         os.chmod(staging, 0o777 & ~_umask())
         yield staging
+        follow_umask([staging])  # what other writers (save_pretrained, converters) put there
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
@@ -168,10 +206,15 @@ def write_eval_outputs(output_dir: str | os.PathLike, results: dict[str, Any],
 
 def replace_pickled_training_args(output_dir: str | os.PathLike, training_args: Any) -> None:
     """The Trainer pickles its arguments to training_args.bin; a shared model dir holds no pickles, so
-    they are kept as JSON instead (checkpoints keep theirs: resuming reads it)."""
+    they are kept as JSON instead (checkpoints keep theirs: resuming reads it).
+
+    Called once the model is saved, so it also gives the files transformers saved (and the LoRA adapter
+    folder) the modes of the user's umask: safetensors writes its weights 0600."""
     output_dir = Path(output_dir)
     (output_dir / PICKLED_TRAINING_ARGS).unlink(missing_ok=True)
     write_text(output_dir / TRAINING_ARGS, training_args.to_json_string())
+    saved = {p for pattern in MODEL_FILE_PATTERNS for p in output_dir.glob(pattern) if p.is_file()}
+    follow_umask(sorted(saved) + [output_dir / name for name in (MODEL_CONFIG, GENERATION_CONFIG, LORA_ADAPTER_DIR)])
 
 
 def write_zero_shot(output_dir: str | os.PathLike, scored: dict[str, Any], metrics: dict[str, Any]) -> Path:

@@ -21,9 +21,10 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import yaml
@@ -37,6 +38,7 @@ from finetune.outputs import (
     MODEL_CARD,
     MODEL_CONFIG,
     RUN_CONFIG,
+    RUN_CONFIG_HISTORY,
     TRAINER_STATE,
     TRAINING_ARGS,
     TRAINING_CURVE,
@@ -129,6 +131,8 @@ def render_model_card(model_dir: Path, *, repo_id: str | None = None, license: s
     state = _read_json(model_dir / TRAINER_STATE)
     data_report = _read_json(model_dir / DATA_REPORT)
     generation = _read_json(model_dir / GENERATION_CONFIG)
+    history = _read_history(model_dir / RUN_CONFIG_HISTORY)
+    roots = local_roots(model_dir)
 
     task_name = results.get("task") or run_config.get("task") or _task_from_architectures(model_dir)
     task = get_task(task_name)
@@ -164,24 +168,28 @@ def render_model_card(model_dir: Path, *, repo_id: str | None = None, license: s
         card_data.license_name = "unspecified"  # the Hub asks for a name with 'other'
     context = {
         "model_name": name,
-        "summary": _summary(facts, config, base_source, base_id, dataset_source, language),
+        "summary": _summary(facts, config, base_source, base_id, dataset_source, language, roots),
         **_results_context(results, facts, eval_source, model_dir),
         "usage_python": task.usage_python(name, config),
         "usage_cli": task.usage_cli(name),
-        "intended_use": _intended_use(facts, dataset_source, language),
-        "limitations": _limitations(facts, config, data_sources, results),
-        "training_data": _training_data_text(dataset_source, run_config, data_sources),
-        "data_rows": _data_rows(data_report),
+        "intended_use": _intended_use(facts, dataset_source, language, roots),
+        "limitations": _limitations(facts, config, data_sources, results, history),
+        "training_data": _training_data_text(dataset_source, run_config, data_sources, roots),
+        "data_rows": _data_rows(data_report, roots),
         "data_sources": data_sources,
-        "base_model_text": _base_model_text(base_source, base_id, run_config),
+        "base_model_text": "\n\n".join(filter(None, [_base_model_text(base_source, base_id, run_config, roots),
+                                                       _resumed_text(history, roots)])),
         "hyperparameters": _hyperparameters(training_args, run_config, state),
-        "run_config": yaml.safe_dump(run_config, sort_keys=False).strip() if run_config else "",
+        "run_config": (yaml.safe_dump(without_local_paths(run_config, roots), sort_keys=False).strip()
+                       if run_config else ""),
         "training_log": _training_log(state),
         "training_curve": _training_curve(model_dir, state, training_args),
         "framework_versions": _framework_versions(),
     }
     card = ModelCard.from_template(card_data, template_path=str(template or default_template()), **context)
-    return re.sub(r"\n{3,}", "\n\n", str(card)).rstrip() + "\n"
+    # the card is published: no folder of this machine is named on it, whatever a file beside the model held
+    text = without_local_paths(str(card), roots, whole_values=False)
+    return re.sub(r"\n{3,}", "\n\n", text).rstrip() + "\n"
 
 
 def validate_card(content: str, *, source: str = CARD_NAME) -> Any:
@@ -221,6 +229,94 @@ def validate_card(content: str, *, source: str = CARD_NAME) -> Any:
     return card
 
 
+# ---------------------------------------------------------------------------------------------- local paths
+
+# Nothing published (the card, the files ``push`` uploads) names a folder of the machine the model was
+# trained on: an absolute path is shown by its last component only, which is all a reader needs, while
+# the rest may hold the user's name. One set of helpers for the card and for push.
+_WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")
+_PREFIXED = re.compile(r"^([A-Za-z][\w+.-]*:)(?!//)(.+)$", re.S)  # scratch:/abs/config.json; not http://
+_FILE_URL = "file://"
+_PATH_CHARS = r"[^\s`'\"|()\[\]{}<>,;]*"
+
+
+def _homes() -> set[str]:
+    home = os.path.expanduser("~")
+    return {h.rstrip("/\\") for h in (home, str(Path(home).resolve())) if h != "~"}
+
+
+def local_roots(model_dir: str | os.PathLike | None = None) -> tuple[str, ...]:
+    """Folders never to be named in anything published: the user's home and ``model_dir`` (as given made
+    absolute, and resolved), longest first; ``/`` itself is no root."""
+    roots = _homes()
+    if model_dir is not None:
+        roots |= {os.path.abspath(model_dir).rstrip("/\\"), str(Path(model_dir).resolve()).rstrip("/\\")}
+    return tuple(sorted((r for r in roots if len(Path(r).parts) > 1), key=len, reverse=True))
+
+
+def _is_local(text: str, roots: Iterable[str]) -> bool:
+    return (text.startswith(("/", "~")) or bool(_WINDOWS_ABSOLUTE.match(text))
+            or any(text == root or text.startswith(root + "/") for root in roots))
+
+
+def _last_component(text: str) -> str:
+    stripped = text.rstrip("/\\")
+    if stripped == "~" or stripped in _homes():
+        return "~"  # the home folder's own name is the user's
+    pure = PureWindowsPath(stripped) if _WINDOWS_ABSOLUTE.match(stripped) else PurePosixPath(stripped)
+    return pure.name or text
+
+
+def shown_path(name: str, roots: Iterable[str] = ()) -> str:
+    """``name`` as published: an absolute local path (or one in the home folder or under ``roots``, also
+    behind a ``scratch:``-style prefix or as a ``file://`` URL) by its last component; anything else
+    (Hub ids, ``sample:`` names, URLs, plain words) as it is."""
+    if not isinstance(name, str) or not name:
+        return name
+    roots = tuple(roots)
+    if name.startswith(_FILE_URL):
+        rest = name[len(_FILE_URL):]
+        return _last_component(rest) if _is_local(rest, roots) else name
+    if not _WINDOWS_ABSOLUTE.match(name) and (match := _PREFIXED.match(name)):
+        prefix, rest = match.groups()
+        return prefix + _last_component(rest) if _is_local(rest, roots) else name
+    return _last_component(name) if _is_local(name, roots) else name
+
+
+def without_roots(text: str, roots: Iterable[str]) -> str:
+    """Every mention of a path under ``roots`` inside ``text`` (a message, a card) by its last component."""
+    for root in roots:
+        pattern = (r"(?<![\w.~/-])(?:file://)?" + re.escape(root) + r"(?![\w.-])(?:[/\\]" + _PATH_CHARS + ")?")
+        text = re.sub(pattern, lambda m: _last_component(m[0].removeprefix(_FILE_URL)), text)
+    return text
+
+
+def without_local_paths(value: Any, roots: Iterable[str] = (), *, whole_values: bool = True,
+                        keys: Callable[[str], bool] | None = None) -> Any:
+    """``value`` (a string, or JSON/YAML data) with local paths replaced as :func:`shown_path` shows them,
+    in every string (mapping keys too) and in text that mentions a path under ``roots``.
+
+    ``whole_values=False`` only replaces the mentions of ``roots`` (for prose, where a leading ``/`` is
+    not a path). ``keys`` limits the replacing to the values of the mapping keys it accepts, recursively
+    (for a file of someone else's format whose other strings are data: tokens, templates)."""
+    roots = tuple(roots)
+
+    def scrub(item: Any, chosen: bool) -> Any:
+        if isinstance(item, str):
+            if not chosen:
+                return item
+            return without_roots(shown_path(item, roots) if whole_values else item, roots)
+        if isinstance(item, dict):
+            return {(scrub(k, True) if keys is None and isinstance(k, str) else k):
+                    scrub(v, chosen or (keys is not None and isinstance(k, str) and keys(k)))
+                    for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [scrub(v, chosen) for v in item]
+        return item
+
+    return scrub(value, keys is None)
+
+
 # ---------------------------------------------------------------------------------------------- reading
 
 
@@ -246,6 +342,17 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as error:
         raise ModelCardError(f"{path}: not valid YAML ({error})") from error
     return value if isinstance(value, dict) else {}
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    """The entries of finetune_config_history.yaml (a YAML list, oldest first); [] without one."""
+    if not path.is_file():
+        return []
+    try:
+        value = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ModelCardError(f"{path}: not valid YAML ({error})") from error
+    return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
 
 
 def _task_from_architectures(model_dir: Path) -> str:
@@ -421,33 +528,27 @@ def _results_context(results: dict[str, Any], facts: CardFacts, dataset: str, mo
 
 
 def _summary(facts: CardFacts, config: dict[str, Any], base_source: str, base_id: str | None, dataset: str,
-             language: str | None) -> str:
+             language: str | None, roots: tuple[str, ...] = ()) -> str:
     what = facts.what
     architecture = ", ".join(config.get("architectures") or [config.get("model_type", "model")])
-    origin = base_id or _shown(base_source)
+    origin = base_id or shown_path(base_source, roots)
     start = f"fine-tuned from `{origin}`" if origin else "trained from scratch"
-    data = f" on `{_shown(dataset)}`" if dataset else ""
+    data = f" on `{shown_path(dataset, roots)}`" if dataset else ""
     lang = f" Language: {language_code(language)}." if language else ""
     tool = "[finetune](https://pypi.org/project/finetune/)"
     return f"This is {what}, a `{architecture}` {start}{data} with {tool}.{lang}"
 
 
-def _shown(name: str) -> str:
-    """A source as the card shows it: an absolute local path by its last folder only, since the card is
-    published and the rest of the path says nothing to readers but may name the user's machine."""
-    return Path(name).name if name and Path(name).is_absolute() else name
-
-
-def _intended_use(facts: CardFacts, dataset: str, language: str | None) -> str:
+def _intended_use(facts: CardFacts, dataset: str, language: str | None, roots: tuple[str, ...] = ()) -> str:
     lang = f"{language_code(language)} " if language else ""
-    dataset = _shown(dataset)
+    dataset = shown_path(dataset, roots)
     domain = f"recordings like those of `{dataset}`" if dataset and facts.pipeline_tag != "text-classification" \
         else (dataset or "data like its training data")
     return facts.intended_use.format(language=lang, domain=domain)
 
 
 def _limitations(facts: CardFacts, config: dict[str, Any], data_sources: list[DataSource],
-                 results: dict[str, Any]) -> list[str]:
+                 results: dict[str, Any], history: list[dict[str, Any]] | None = None) -> list[str]:
     items = ["It was fine-tuned on a single dataset; expect lower accuracy on other speakers, accents, "
              "microphones, noise levels or wording than those the evaluation covers."]
     if config.get("model_type") == "whisper" and facts.pipeline_tag == "automatic-speech-recognition":
@@ -461,13 +562,20 @@ def _limitations(facts: CardFacts, config: dict[str, Any], data_sources: list[Da
         if source.license_id and "sa" in source.license_id.split("-"):
             items.append(f"The training data ({source.title}) is licensed {source.license_id}: check whether its "
                          "ShareAlike terms apply to your use of this model.")
+    deciding = _weight_deciding_changes(history or [])
+    if deciding:
+        items.append(f"Part of the training ran with other values of {', '.join(f'`{k}`' for k in deciding)} "
+                     f"(the run was resumed with changed settings): neither {RUN_CONFIG} nor the earlier config in "
+                     f"{RUN_CONFIG_HISTORY} alone describes how these weights were trained.")
     return items
 
 
-def _training_data_text(dataset: str, run_config: dict[str, Any], data_sources: list[DataSource]) -> str:
+def _training_data_text(dataset: str, run_config: dict[str, Any], data_sources: list[DataSource],
+                        roots: tuple[str, ...] = ()) -> str:
     if not dataset:
         return "The training data was not recorded with this model."
-    parts = [f"Trained on `{_shown(dataset)}`, split `{run_config.get('train_split_name', 'train')}`"]
+    split = shown_path(str(run_config.get("train_split_name", "train")), roots)
+    parts = [f"Trained on `{shown_path(dataset, roots)}`, split `{split}`"]
     if run_config.get("max_train_samples"):
         parts.append(f" (first {run_config['max_train_samples']} rows)")
     parts.append(".")
@@ -476,28 +584,69 @@ def _training_data_text(dataset: str, run_config: dict[str, Any], data_sources: 
     return "".join(parts)
 
 
-def _data_rows(report: dict[str, Any]) -> list[list[str]]:
+def _data_rows(report: dict[str, Any], roots: tuple[str, ...] = ()) -> list[list[str]]:
     rows = []
     for split in report.get("splits", []) if report else []:
         total = split.get("total", "")
         kept = split.get("kept", "")
         skipped = total - kept if isinstance(total, int) and isinstance(kept, int) else ""
-        rows.append([str(split.get("split", "")), f"`{_shown(str(split.get('dataset', '')))}`", str(total), str(kept),
-                     str(skipped)])
+        rows.append([shown_path(str(split.get("split", "")), roots),
+                     f"`{shown_path(str(split.get('dataset', '')), roots)}`", str(total), str(kept), str(skipped)])
     return rows
 
 
-def _base_model_text(base_source: str, base_id: str | None, run_config: dict[str, Any]) -> str:
+def _base_model_text(base_source: str, base_id: str | None, run_config: dict[str, Any],
+                     roots: tuple[str, ...] = ()) -> str:
     if not base_source:
-        architecture = run_config.get("model_config") or str(run_config.get("model_name_or_path", ""))
+        architecture = str(run_config.get("model_config") or run_config.get("model_name_or_path") or "")
         architecture = architecture[len(SCRATCH_PREFIX):] if architecture.startswith(SCRATCH_PREFIX) else architecture
-        where = f" with the architecture in `{architecture}`" if architecture else ""
+        where = f" with the architecture in `{shown_path(architecture, roots)}`" if architecture else ""
         return f"Trained from random initialisation{where}."
     if base_source and base_id and base_source != base_id:
-        return f"Starting weights: `{base_id}` (loaded offline as `{base_source}`)."
+        return f"Starting weights: `{base_id}` (loaded offline as `{shown_path(base_source, roots)}`)."
     if base_source:
-        return f"Starting weights: `{_shown(base_source)}`."
+        return f"Starting weights: `{shown_path(base_source, roots)}`."
     return ""
+
+
+def _resumed_text(history: list[dict[str, Any]], roots: tuple[str, ...] = ()) -> str:
+    """What finetune_config_history.yaml says: each resume that went on with changed settings, and what."""
+    if not history:
+        return ""
+    lines = [f"This run was resumed with changed settings; each earlier config is kept in `{RUN_CONFIG_HISTORY}` "
+             f"(`{RUN_CONFIG}` holds the last one):", ""]
+    for entry in history:
+        changed = entry.get("changed") if isinstance(entry.get("changed"), dict) else {}
+        where = shown_path(str(entry.get("resumed_from") or "a checkpoint"), roots)
+        when = f" ({entry['replaced_at']})" if entry.get("replaced_at") else ""
+        keys = "; ".join(f"`{key}`: {_change_text(change, roots)}" for key, change in changed.items())
+        lines.append(f"- resumed from `{where}`{when}: {keys or 'no recorded changes'}")
+    return "\n".join(lines)
+
+
+def _change_text(change: Any, roots: tuple[str, ...]) -> str:
+    if not isinstance(change, dict) or not {"old", "new"} <= set(change):
+        return "changed"
+    return f"{_value_text(change['old'], roots)} -> {_value_text(change['new'], roots)}"
+
+
+def _value_text(value: Any, roots: tuple[str, ...], limit: int = 60) -> str:
+    value = without_local_paths(value, roots)
+    text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True, width=1000)
+    text = text.strip().removesuffix("...").strip().replace("`", "'").replace("|", "/").replace("\n", " ")
+    return f"`{text if len(text) <= limit else text[:limit - 3] + '...'}`"
+
+
+def _weight_deciding_changes(history: list[dict[str, Any]]) -> list[str]:
+    """Changed keys of the history that decide the weights (those a resume refuses unless allowed)."""
+    from finetune.training.run_directory import refused_changes
+
+    changes: dict[str, tuple[Any, Any]] = {}
+    for entry in history:
+        for key, change in (entry.get("changed") or {}).items() if isinstance(entry.get("changed"), dict) else ():
+            if isinstance(change, dict):
+                changes[str(key)] = (change.get("old"), change.get("new"))
+    return sorted(refused_changes(changes)) if changes else []
 
 
 def _hyperparameters(args: dict[str, Any], run_config: dict[str, Any], state: dict[str, Any]) -> list[tuple[str, str]]:

@@ -2,38 +2,51 @@
 
 What goes up is an explicit list, never "the folder": safetensors weights, ``config.json``,
 ``generation_config.json``, the processor/tokenizer files, the model card ``README.md``,
-``eval_results.json``, the card's pictures and ``finetune_config.yaml``. Checkpoints, optimizer states,
-pickles (``*.bin``, ``*.pt``), per-row predictions and data reports (which hold local paths and
-transcripts) stay home. The upload itself is huggingface_hub's ``HfApi.create_repo`` +
-``HfApi.upload_folder`` with ``allow_patterns`` set to exactly those files.
+``eval_results.json``, the card's pictures, ``finetune_config.yaml`` and, for a run resumed with changed
+settings, ``finetune_config_history.yaml``. Checkpoints, optimizer states, pickles (``*.bin``, ``*.pt``),
+per-row predictions, data reports (which hold local paths and transcripts), the Trainer's arguments and
+state, and the saved zero-shot scores (already in ``eval_results.json``) stay home.
+
+No published file names a folder of this machine: the run's own files (results, configs, the card) go up
+as copies in which every absolute local path, and every mention of the home folder or of the model
+directory, is shown by its last component only (:func:`finetune.hub.card.without_local_paths`, the card's
+own rule); transformers' configs get the same for the values of keys naming a path (``_name_or_path``,
+``tokenizer_file``...). The files in the model directory stay as they are. The upload itself is
+huggingface_hub's ``HfApi.create_repo`` + one ``HfApi.create_commit`` of exactly those files.
 
 The token comes from huggingface_hub's usual places (``HF_TOKEN``, then ``hf auth login``'s file) via
 ``huggingface_hub.get_token()``; it is handed to the client and never logged or printed. ``HF_ENDPOINT``
 is read when pushing, so a private Hub mirror (or a test server) set after import is honoured.
 
 A dry run does everything except the network calls: it writes the card if missing, validates it,
-and writes ``hub_upload_manifest.json`` (repo id, visibility, and each file's size and sha256) into
-the model directory, listing exactly what a real push would send. A real push writes the same
-manifest with the commit URL added.
+and writes ``hub_upload_manifest.json`` (repo id, visibility, and each file's size and sha256, as sent:
+a file whose local paths were replaced is marked ``local_paths_removed``) into the model directory,
+listing exactly what a real push would send. A real push writes the same manifest with the commit URL
+added.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
+import itertools
+import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finetune.hub.card import validate_card, write_model_card
+import yaml
+
+from finetune.hub.card import local_roots, validate_card, without_local_paths, write_model_card
 from finetune.outputs import (
     CONFUSION_MATRIX,
     EVAL_RESULTS,
+    GENERATION_CONFIG,
     HUB_MANIFEST,
     MODEL_CARD,
     MODEL_CONFIG,
     RUN_CONFIG,
+    RUN_CONFIG_HISTORY,
     TRAINING_CURVE,
     write_json,
 )
@@ -66,8 +79,15 @@ UPLOAD_PATTERNS = (
     TRAINING_CURVE,
     CONFUSION_MATRIX,
     RUN_CONFIG,
+    RUN_CONFIG_HISTORY,
 )
 REQUIRED = (MODEL_CONFIG, MODEL_CARD)
+# the run's own files: any string in them may be a local path (config values, dataset and model sources)
+OWN_FILES = (EVAL_RESULTS, RUN_CONFIG, RUN_CONFIG_HISTORY, MODEL_CARD)
+# transformers' configs: only values of keys naming a path; their other strings (tokens, templates) are data
+MODEL_CONFIGS = (MODEL_CONFIG, GENERATION_CONFIG, "preprocessor_config.json", "processor_config.json",
+                 "feature_extractor_config.json", "tokenizer_config.json", "model.safetensors.index.json")
+PATH_KEY_SUFFIXES = ("name_or_path", "_path", "_dir", "_file", "_files")
 UNSAFE_WEIGHTS = ("pytorch_model.bin", "model.pt", "model.pth", "pytorch_model.bin.index.json")
 
 
@@ -116,13 +136,18 @@ def push_model(model_dir: str | os.PathLike, repo_id: str, *, private: bool = Fa
         write_model_card(model_dir, repo_id=repo_id)
     validate_card((model_dir / MODEL_CARD).read_text(encoding="utf-8"), source=str(model_dir / MODEL_CARD))
     files = files_to_upload(model_dir)
-    sizes = {name: (model_dir / name).stat().st_size for name in files}
+    published = published_copies(model_dir, files)
+    sizes = {name: len(published[name]) if name in published else (model_dir / name).stat().st_size
+             for name in files}
     manifest = {
         "repo_id": repo_id,
         "private": private,
         "revision": revision or "main",
         "dry_run": dry_run,
-        "files": [{"path": name, "size": sizes[name], "sha256": _sha256(model_dir / name)} for name in files],
+        "files": [{"path": name, "size": sizes[name],
+                   "sha256": hashlib.sha256(published[name]).hexdigest() if name in published
+                   else _sha256(model_dir / name),
+                   **({"local_paths_removed": True} if name in published else {})} for name in files],
     }
     result = PushResult(repo_id=repo_id, private=private, files=files, manifest=model_dir / MANIFEST,
                         dry_run=dry_run, sizes=sizes)
@@ -132,17 +157,56 @@ def push_model(model_dir: str | os.PathLike, repo_id: str, *, private: bool = Fa
         return result
 
     message = commit_message or f"Upload {model_dir.name} with finetune"
-    result.repo_id, result.commit_url = _upload(model_dir, repo_id, files, private=private, revision=revision,
-                                                commit_message=message)
+    result.repo_id, result.commit_url = _upload(model_dir, repo_id, files, published, private=private,
+                                                revision=revision, commit_message=message)
     write_json(result.manifest, {**manifest, "repo_id": result.repo_id, "commit_url": result.commit_url})
     logger.info("pushed %d files to %s: %s", len(files), result.repo_id, result.commit_url)
     return result
 
 
-def _upload(model_dir: Path, repo_id: str, files: list[str], *, private: bool, revision: str | None,
-            commit_message: str) -> tuple[str, str]:
-    """Create the repo if needed and commit ``files``; returns (full repo id, commit URL)."""
-    from huggingface_hub import HfApi, constants, get_token
+def published_copies(model_dir: Path, files: list[str]) -> dict[str, bytes]:
+    """The content to send instead of the local file, for each of ``files`` that names a local folder
+    (see the module docstring); files without one are absent and go up as they are."""
+    model_dir = Path(model_dir)
+    roots = local_roots(model_dir)
+    copies = {}
+    for name in files:
+        if name not in OWN_FILES and name not in MODEL_CONFIGS:
+            continue
+        data = (model_dir / name).read_bytes()
+        cleaned = _without_local_paths(name, data, roots)
+        if cleaned != data:
+            copies[name] = cleaned
+    return copies
+
+
+def _without_local_paths(name: str, data: bytes, roots: tuple[str, ...]) -> bytes:
+    keys = None if name in OWN_FILES else (lambda key: key.lower().endswith(PATH_KEY_SUFFIXES))
+    try:
+        text = data.decode("utf-8")
+        if name.endswith(".json"):
+            value = json.loads(text)
+            cleaned = without_local_paths(value, roots, keys=keys)
+            return data if cleaned == value else (json.dumps(cleaned, indent=2, ensure_ascii=False) + "\n").encode()
+        if name.endswith((".yaml", ".yml")):
+            value = yaml.safe_load(text)
+            cleaned = without_local_paths(value, roots, keys=keys)
+            if cleaned == value:
+                return data
+            comments = "".join(itertools.takewhile(lambda line: line.startswith("#"), text.splitlines(True)))
+            return (comments + yaml.safe_dump(cleaned, sort_keys=False, allow_unicode=True)).encode()
+    except (UnicodeDecodeError, ValueError, yaml.YAMLError) as error:
+        raise PushError(f"{name} cannot be checked for local paths before it is published ({error}): fix or "
+                        "remove it") from None
+    # prose (the card): only what certainly is a path, the home folder's and the model directory's
+    return without_local_paths(text, roots, whole_values=False).encode()
+
+
+def _upload(model_dir: Path, repo_id: str, files: list[str], published: dict[str, bytes], *, private: bool,
+            revision: str | None, commit_message: str) -> tuple[str, str]:
+    """Create the repo if needed and commit ``files`` (``published``'s content where it has one);
+    returns (full repo id, commit URL)."""
+    from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     token = get_token()
@@ -152,10 +216,13 @@ def _upload(model_dir: Path, repo_id: str, files: list[str], *, private: bool, r
     try:
         # a bare name is created under the token's account: the returned URL gives the full owner/name
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id
-        info = api.upload_folder(
+        operations = [CommitOperationAdd(path_in_repo=name,
+                                         path_or_fileobj=published[name] if name in published
+                                         else str(model_dir / name))
+                      for name in files]
+        info = api.create_commit(
             repo_id=repo_id,
-            folder_path=str(model_dir),
-            allow_patterns=[glob.escape(name) for name in files],
+            operations=operations,
             commit_message=commit_message,
             revision=revision,
             repo_type="model",

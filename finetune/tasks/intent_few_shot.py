@@ -38,7 +38,7 @@ from finetune.models.prototype_classifier import (
     prototypes_from,
 )
 from finetune.models.registry import resolve_model_path
-from finetune.outputs import FEW_SHOT_EXAMPLES, write_jsonl
+from finetune.outputs import FEW_SHOT_EXAMPLES, follow_umask, write_jsonl
 from finetune.tasks.base import TRAINER_DEFAULTS, Scores, TaskOptions, TaskRun, results_payload
 from finetune.tasks.intent_common import IntentArguments, IntentEvalArguments, IntentTask, know_intents
 
@@ -125,6 +125,7 @@ class FewShotIntents(IntentTask):
         build_seconds = time.perf_counter() - started
         if args.should_save:
             run.model.save(args.output_dir)
+            follow_umask([args.output_dir])  # safetensors writes 0600
             if shots is not None:  # which examples the prototypes came from, for reproducing or auditing a run
                 write_jsonl(Path(args.output_dir) / FEW_SHOT_EXAMPLES,
                             ({"row": int(r), "text": t, "intent": lab}

@@ -31,6 +31,7 @@ from finetune.outputs import (
     CHECKPOINT_COMPLETE,
     DAMAGED_CHECKPOINT_PREFIX,
     INCOMPLETE_CHECKPOINT_PREFIX,
+    follow_umask,
     write_json,
 )
 
@@ -75,7 +76,9 @@ def _files(checkpoint: Path) -> dict[str, int]:
 
 
 def write_marker(checkpoint: Path, step: int) -> None:
-    """The completion marker: the step, when, and the name and size of every file the save wrote."""
+    """The completion marker: the step, when, and the name and size of every file the save wrote (the
+    Trainer's files get the user's umask first: safetensors writes them 0600)."""
+    follow_umask([checkpoint])
     write_json(checkpoint / COMPLETE_MARKER, {"global_step": step, "saved_at": time.time(),
                                               "files": _files(checkpoint)}, durable=True)
 

@@ -11,8 +11,9 @@ import yaml
 from huggingface_hub import ModelCard
 
 from finetune.cli import main
-from finetune.hub.card import ModelCardError, render_model_card, validate_card, write_model_card
 from finetune.evaluation.plots import plot_confusion_matrix
+from finetune.hub.card import ModelCardError, render_model_card, validate_card, write_model_card
+from finetune.training.run_directory import record_config_change
 
 
 def _metric(card: ModelCard, kind: str, name_part: str) -> float:
@@ -162,3 +163,77 @@ def test_template_is_found_outside_the_source_tree(tmp_path: Path, monkeypatch) 
     monkeypatch.setattr(card, "TEMPLATE_CANDIDATES", (tmp_path / "missing" / "template.md",))
     with pytest.raises(FileNotFoundError, match="model card template not found"):
         card.default_template()
+
+
+def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home folder named after a user, inside the test's folder."""
+    home = tmp_path / "home" / "qzuser7"
+    home.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+def test_card_names_no_folder_of_this_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Base model, data and output dir given as absolute paths (in the home folder): the card shows each by its
+    last component only, in the prose, the data table and the run_config block alike."""
+    home = _home(tmp_path, monkeypatch)
+    base = str(home / "models" / "base")
+    model = _classifier_dir(home / "work", task="audio_classification", base=base, data_license="MIT",
+                            architecture="Wav2Vec2ForSequenceClassification")
+    data = home / "work" / "data"
+    config = yaml.safe_dump({
+        "task": "audio_classification", "model_name_or_path": base, "dataset_name": str(data),
+        "eval_dataset_name": f"file://{data}/test.csv", "output_dir": str(model), "logging_dir": str(model / "logs"),
+        "train_split_name": "train", "learning_rate": 3e-5})
+    (model / "finetune_config.yaml").write_text(config)
+    (model / "data_report.json").write_text(json.dumps({"splits": [
+        {"split": "train", "dataset": str(data), "total": 6, "kept": 5,
+         "bad_rows": [{"source": str(data / "clips" / "a.wav"), "reason": f"cannot decode {data}/clips/a.wav"}]}]}))
+    (model / "training_args.json").write_text(json.dumps({"output_dir": str(model), "learning_rate": 3e-5,
+                                                          "logging_dir": str(model / "logs")}))
+
+    text = write_model_card(model).read_text()
+    assert str(tmp_path) not in text and "qzuser7" not in text
+    body = ModelCard(text).text
+    assert "Starting weights: `base`." in body and "Trained on `data`, split `train`" in body
+    assert "| train | `data` | 6 | 5 | 1 |" in body
+    run_config = body.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert yaml.safe_load(run_config) == {
+        "task": "audio_classification", "model_name_or_path": "base", "dataset_name": "data",
+        "eval_dataset_name": "test.csv", "output_dir": "model", "logging_dir": "logs", "train_split_name": "train",
+        "learning_rate": 3e-5}
+    assert (model / "finetune_config.yaml").read_text() == config  # the local files keep their paths
+
+
+def test_scratch_architecture_outside_the_project_is_shown_by_name(tmp_path: Path) -> None:
+    architecture = tmp_path / "configs" / "small.json"
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["Wav2Vec2ForCTC"], "model_type": "wav2vec2"}))
+    (tmp_path / "eval_results.json").write_text(json.dumps({
+        "task": "asr_ctc", "model": f"scratch:{architecture}", "dataset": "sample:fsdd", "split": "test",
+        "num_samples": 60, "wer": 0.13, "cer": 0.095, "wer_raw": 0.13, "cer_raw": 0.095}))
+    (tmp_path / "finetune_config.yaml").write_text(yaml.safe_dump(
+        {"task": "asr_ctc", "model_config": str(architecture), "dataset_name": "sample:fsdd"}))
+    text = write_model_card(tmp_path, repo_id="me/ctc-digits").read_text()
+    assert "Trained from random initialisation with the architecture in `small.json`." in text
+    assert str(tmp_path) not in text
+
+
+def test_card_says_the_run_was_resumed_with_changed_settings(tmp_path: Path) -> None:
+    model = _classifier_dir(tmp_path, task="intent", architecture="BertForSequenceClassification", base="x/y",
+                            data_license="MIT")
+    previous = yaml.safe_load((model / "finetune_config.yaml").read_text())
+    record_config_change(model, previous, {"learning_rate": (3e-5, 1e-5), "max_steps": (4, 8),
+                                           "output_dir": (str(tmp_path / "old"), str(model))},
+                         str(model / "checkpoint-4"))
+    body = ModelCard(write_model_card(model).read_text()).text
+    assert "This run was resumed with changed settings" in body and "`finetune_config_history.yaml`" in body
+    [line] = [line for line in body.splitlines() if line.startswith("- resumed from `checkpoint-4`")]
+    assert "`learning_rate`: `3.0e-05` -> `1.0e-05`" in line and "`max_steps`: `4` -> `8`" in line
+    assert "`output_dir`: `old` -> `model`" in line
+    # only the change that decides the weights is a limitation: training on longer or elsewhere is not
+    [limitation] = [item for item in body.splitlines() if "Part of the training ran with" in item]
+    assert "`learning_rate`" in limitation and "max_steps" not in limitation
+    assert str(tmp_path) not in body
+
+    (model / "finetune_config_history.yaml").unlink()
+    assert "resumed" not in ModelCard(write_model_card(model).read_text()).text

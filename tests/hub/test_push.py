@@ -9,9 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from finetune.cli import main
-from finetune.hub.push import MANIFEST, PushError, files_to_upload, push_model
+from finetune.hub.push import MANIFEST, PushError, files_to_upload, published_copies, push_model
+from finetune.training.run_directory import record_config_change
 from tests.hub.conftest import TOKEN, online_against
 from tests.hub.fake_hub import FakeHub
 
@@ -74,8 +76,10 @@ def test_upload_goes_through_huggingface_hub_to_the_endpoint(model_dir: Path, tm
 
     uploaded = hub.repos["me/whisper-digits"].files
     assert sorted(uploaded) == EXPECTED
+    published = published_copies(model_dir, EXPECTED)
+    assert sorted(published) == ["eval_results.json", "finetune_config.yaml"]  # they name the base model's folder
     for name in EXPECTED:
-        assert uploaded[name] == (model_dir / name).read_bytes(), name
+        assert uploaded[name] == published.get(name, (model_dir / name).read_bytes()), name
     if not xet:
         assert any(r.method == "PUT" for r in hub.requests)  # the weights went through the LFS upload
     manifest = json.loads((model_dir / MANIFEST).read_text())
@@ -117,3 +121,77 @@ def test_training_with_push_to_hub_pushes_once_after_the_card(pushed_run: tuple[
     assert repo.private is True and len(repo.commits) == 1
     assert repo.files["README.md"] == (run / "README.md").read_bytes()
     assert "model.safetensors" in repo.files and "predictions.jsonl" not in repo.files
+
+
+def _with_local_paths(run: Path, home: Path) -> dict[str, bytes]:
+    """Make ``run`` name folders of this machine the way a run on it does (base model and data in the home
+    folder, the run's own absolute path), add a resume history; returns every file's bytes."""
+    base, data = home / "models" / "base", home / "data" / "fsdd"
+    results = json.loads((run / "eval_results.json").read_text())
+    results.update(model=str(base), dataset=str(data), note=f"rows read from {data}/test.csv")
+    (run / "eval_results.json").write_text(json.dumps(results, indent=2))
+    config = yaml.safe_load((run / "finetune_config.yaml").read_text())
+    config.update(model_name_or_path=str(base), dataset_name=str(data), output_dir=str(run),
+                  logging_dir=str(run / "logs"), eval_dataset_name=f"file://{data}/test.csv")
+    (run / "finetune_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    record_config_change(run, {**config, "output_dir": str(home / "old-run")},
+                         {"output_dir": (str(home / "old-run"), str(run)), "learning_rate": (0.002, 0.001)},
+                         str(home / "old-run" / "checkpoint-2"))
+    for name, key in (("config.json", "_name_or_path"), ("tokenizer_config.json", "name_or_path")):
+        values = json.loads((run / name).read_text())
+        (run / name).write_text(json.dumps({**values, key: str(base)}, indent=2))
+    (run / "README.md").unlink()  # push writes the card from these files
+    (run / MANIFEST).unlink()
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+
+
+def test_push_publishes_no_local_path(pushed_run: tuple[Path, FakeHub], tmp_path: Path, monkeypatch,
+                                      tmp_path_factory: pytest.TempPathFactory, capsys) -> None:
+    """Every uploaded file is free of this machine's folders (the home folder, the run's own path, the base
+    model's and the data's), the history of the resumed run goes up too, and the local files stay as they were."""
+    home = tmp_path / "home" / "qzuser7"
+    home.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    run = home / "runs" / "digits"
+    shutil.copytree(pushed_run[0], run)
+    before = _with_local_paths(run, home)
+    forbidden = [str(tmp_path_factory.getbasetemp()), str(tmp_path), str(home), "qzuser7"]
+
+    assert main(["push", "--model", str(run), "--repo-id", "me/digits", "--dry-run"]) == 0
+    listing = capsys.readouterr().out
+    dry = json.loads((run / MANIFEST).read_text())["files"]
+    with online_against(FakeHub(), monkeypatch, tmp_path) as hub:
+        push_model(run, "me/digits")
+    uploaded = hub.repos["me/digits"].files
+
+    assert sorted(uploaded) == sorted([*EXPECTED, "finetune_config_history.yaml"])
+    for name, content in uploaded.items():
+        assert not [word for word in forbidden if word.encode() in content], name
+    results = json.loads(uploaded["eval_results.json"])
+    assert (results["model"], results["dataset"], results["note"]) == ("base", "fsdd", "rows read from test.csv")
+    config = yaml.safe_load(uploaded["finetune_config.yaml"])
+    assert (config["model_name_or_path"], config["dataset_name"], config["output_dir"], config["logging_dir"],
+            config["eval_dataset_name"]) == ("base", "fsdd", "digits", "logs", "test.csv")
+    history = uploaded["finetune_config_history.yaml"]
+    assert history.startswith(b"# Earlier configs of this run")  # the header stays
+    [entry] = yaml.safe_load(history)
+    assert entry["resumed_from"] == "checkpoint-2"
+    assert entry["changed"] == {"output_dir": {"old": "old-run", "new": "digits"},
+                                "learning_rate": {"old": 0.002, "new": 0.001}}
+    assert json.loads(uploaded["config.json"])["_name_or_path"] == "base"
+    assert json.loads(uploaded["tokenizer_config.json"])["name_or_path"] == "base"
+    assert uploaded["tokenizer.json"] == before["tokenizer.json"]  # token data is never rewritten
+    card = uploaded["README.md"].decode()
+    assert "resumed with changed settings" in card and "`learning_rate`: `0.002` -> `0.001`" in card
+
+    # the local files are untouched (the card was written, the manifest too)
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert {name: after[name] for name in before} == before
+    # the dry run listed and recorded exactly what went up, sanitized copies included
+    assert [f["path"] for f in dry] == sorted(uploaded)
+    for entry in dry:
+        content = uploaded[entry["path"]]
+        assert (entry["size"], entry["sha256"]) == (len(content), hashlib.sha256(content).hexdigest()), entry
+        assert f"  {entry['path']}  ({len(content):,} bytes)" in listing
+        assert entry.get("local_paths_removed", False) == (content != after[entry["path"]]), entry["path"]
+    assert not [word for word in forbidden[1:] if word in json.dumps(dry)]
