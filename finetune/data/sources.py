@@ -80,14 +80,6 @@ def load_source(
         if path.suffix.lower() not in MANIFEST_SUFFIXES:
             raise DataSourceError(f"{path}: not a dataset folder or a manifest file "
                                   f"({', '.join(sorted(MANIFEST_SUFFIXES))})")
-        others = [s for s in dict.fromkeys(other_splits) if s != split]
-        if others:
-            raise DataSourceError(
-                f"{path}: a manifest file holds one split's rows, but this run reads {split!r} and "
-                f"{', '.join(map(repr, others))} from it, so the results would be scored on the training rows. "
-                "Give the evaluation split its own file (eval_dataset_name: test.jsonl), or set "
-                "eval_split_name: null to train without evaluating"
-            )
         return _load_manifest(path, streaming=streaming, cache_dir=cache_dir, audio_column=audio_column)
     if path.suffix.lower() in MANIFEST_SUFFIXES:
         raise DataSourceError(f"manifest not found: {missing_path_message(name)}")

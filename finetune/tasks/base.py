@@ -254,11 +254,7 @@ def run_training(task: Task, options: TaskOptions) -> dict[str, Any]:
     args, data = options.training, options.data
     if data.max_batch_seconds and not task.reads_audio:
         raise ConfigError(f"max_batch_seconds bounds batches by audio seconds; task {task.name} reads text")
-    if data.eval_split_name == data.train_split_name and same_source(data.eval_dataset_name or data.dataset_name,
-                                                                     data.dataset_name):
-        raise ConfigError(f"eval_split_name and train_split_name are both {data.train_split_name!r} of the same "
-                          "data: the results would be scored on the training rows. Evaluate on a held-out split, "
-                          "or set eval_split_name: null")
+    _check_eval_source(data)
     task.check(options)
     set_seed(args.seed)
     logger.info("task %s on %s, world size %d", task.name, args.device, args.world_size)
@@ -340,6 +336,23 @@ def _num_rows(dataset: Any) -> int | None:
         return len(dataset)
     except TypeError:  # a streamed split
         return None
+
+
+def _check_eval_source(data: DataArguments) -> None:
+    """An evaluation that would score the training rows under another split's name is refused; one that
+    names the training split itself (a check that the model can learn at all) is said in the log."""
+    if not data.eval_split_name or not same_source(data.eval_dataset_name or data.dataset_name, data.dataset_name):
+        return
+    if data.eval_split_name == data.train_split_name:
+        logger.warning("eval_split_name is the training split %r: the results measure fit to the training rows, "
+                       "not accuracy on new data (eval_results.json and the card name the split)",
+                       data.train_split_name)
+    elif Path(str(data.dataset_name)).expanduser().is_file():
+        raise ConfigError(
+            f"{data.dataset_name}: a manifest file holds one split's rows, but this run would read both "
+            f"{data.train_split_name!r} and {data.eval_split_name!r} from it, so the results would be scored on "
+            "the training rows. Give the evaluation split its own file (eval_dataset_name: test.jsonl), or set "
+            "eval_split_name: null to train without evaluating")
 
 
 def _warn_on_shared_clips(train_set: Any, eval_set: Any, column: str = "source_file") -> None:
