@@ -18,9 +18,11 @@ adds around it:
     timestamps duplicated text at the seams (29% WER), so ``auto`` picks sequential for Whisper unless a
     chunk length or stride is given;
 - segment or word timestamps, grouped into subtitle-sized segments when only words are known;
-- chunked decoding streams a long file: :class:`StreamedAudio` decodes and resamples it block by block
-  and holds only the samples of the windows being cut (memory does not grow with the file's length);
-  sequential decoding needs the whole recording's features at once, so it decodes the file whole;
+- a long file is streamed: :class:`StreamedAudio` decodes and resamples it block by block and holds only
+  the samples of the windows being cut, so memory does not grow with the file's length. Chunked decoding
+  cuts its windows from the stream; sequential decoding hands generate a placeholder for the whole
+  recording's features and computes each window's frames when generate cuts it
+  (:mod:`finetune.inference.streaming`: bit-identical to the whole-file features, so the same text);
 - a file that cannot be decoded is reported and skipped; the rest of the batch goes on;
 - a progress bar counting windows, the unit of work, so one long file shows progress too.
 
@@ -45,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from finetune.data.audio import AudioDecodeError, load_audio
+from finetune.inference import streaming
 from finetune.inference.formats import Segment, Transcript
 from finetune.inference.quantize import QUANTIZE_MODES, quantize_for_cpu
 
@@ -60,7 +63,7 @@ DEFAULT_CTC_CHUNK_S = 20.0  # CTC models have no fixed window; 20 s keeps attent
 CUE_PAUSE_S = 0.8
 CUE_MAX_S = 7.0
 CUE_MAX_CHARS = 84
-STREAM_MIN_S = 120.0  # chunked decoding streams files longer than this; shorter ones are decoded whole
+STREAM_MIN_S = 120.0  # files longer than this are streamed; shorter ones are decoded whole
 STREAM_BLOCK_S = 10.0  # seconds of the file read (and resampled) at a time when streaming
 
 
@@ -173,6 +176,8 @@ class Transcriber:
         self.is_whisper = self.pipe.type == "seq2seq_whisper"
         self.long_form = self._long_form()
         self.chunk_length_s, self.stride_length_s = self._window()
+        if self.long_form == "sequential":
+            streaming.install(self.pipe.model)
         if self.options.timestamps == "word" and self.is_whisper:
             if not getattr(self.pipe.model.generation_config, "alignment_heads", None):
                 raise ValueError(
@@ -287,8 +292,10 @@ class Transcriber:
         yield from self._flush(order, failures, stats, until=None)
 
     def _load(self, path: Path) -> np.ndarray | StreamedAudio:
-        """The whole recording, or, for chunked decoding of a long file libsndfile reads, a stream."""
-        if self.long_form == "chunked" and StreamedAudio.can_stream(path, min_seconds=STREAM_MIN_S):
+        """The whole recording, or, for a long file libsndfile reads, a stream (sequential decoding: if
+        the feature extractor's frames can be computed window by window)."""
+        streams = self.long_form == "chunked" or streaming.StreamedFeatures.supports(self.pipe.feature_extractor)
+        if streams and StreamedAudio.can_stream(path, min_seconds=STREAM_MIN_S):
             return StreamedAudio(path, self.sampling_rate)
         return load_audio(path, self.sampling_rate)
 
@@ -535,12 +542,14 @@ class StreamedAudio:
 
 
 class _StreamingPreprocess:
-    """The ASR pipeline's ``preprocess`` taught to cut windows from a :class:`StreamedAudio`.
+    """The ASR pipeline's ``preprocess`` taught to read a :class:`StreamedAudio`.
 
-    The pipeline accepts only in-memory arrays; for a stream this computes the window and stride in
-    samples exactly as the pipeline does and hands the stream to transformers' own ``chunk_iter``
-    (which only slices its input), so windows, features and the stitching of their outputs are the
-    pipeline's. Every other input goes to the original ``preprocess`` unchanged.
+    The pipeline accepts only in-memory arrays. Chunked: this computes the window and stride in samples
+    exactly as the pipeline does and hands the stream to transformers' own ``chunk_iter`` (which only
+    slices its input), so windows, features and the stitching of their outputs are the pipeline's.
+    Sequential (no chunk length): the pipeline's one whole-recording item, with a placeholder for the
+    features that :func:`finetune.inference.streaming.install` computes window by window. Every other
+    input goes to the original ``preprocess`` unchanged.
     """
 
     def __init__(self, pipe) -> None:
@@ -558,11 +567,19 @@ class _StreamingPreprocess:
             return
         from transformers.pipelines.automatic_speech_recognition import chunk_iter
 
-        if not chunk_length_s:
-            raise ValueError("a streamed recording is decoded in windows: give chunk_length_s")
         extractor = self.pipe.feature_extractor
         if int(inputs["sampling_rate"]) != extractor.sampling_rate:
             raise ValueError(f"a streamed recording must be at the model's {extractor.sampling_rate} Hz")
+        extra = {k: v for k, v in inputs.items() if k not in ("raw", "sampling_rate", "path")}
+        if not chunk_length_s:
+            if self.pipe.type != "seq2seq_whisper" or len(audio) <= extractor.n_samples:
+                # one window (or not Whisper): the pipeline computes the features whole, as for any array
+                whole = {**inputs, "raw": audio[0:len(audio)]}
+                yield from self.original(whole, chunk_length_s=chunk_length_s, stride_length_s=stride_length_s,
+                                         **kwargs)
+            else:
+                yield self._sequential(audio, extra)
+            return
         if stride_length_s is None:
             stride_length_s = chunk_length_s / 6
         if isinstance(stride_length_s, (int, float)):
@@ -574,9 +591,18 @@ class _StreamingPreprocess:
         stride_right = int(round(stride_length_s[1] * rate / align) * align)
         if chunk_len < stride_left + stride_right:
             raise ValueError("Chunk length must be superior to stride length")
-        extra = {k: v for k, v in inputs.items() if k not in ("raw", "sampling_rate", "path")}
         for item in chunk_iter(audio, extractor, chunk_len, stride_left, stride_right, self.pipe.dtype):
             yield {**item, **extra}
+
+    def _sequential(self, audio: StreamedAudio, extra: dict[str, Any]) -> dict[str, Any]:
+        """What the original preprocess yields for a long recording, with a placeholder for its features."""
+        import torch
+
+        features = streaming.StreamedFeatures(audio, self.pipe.feature_extractor)
+        placeholder = features.placeholder(dtype=self.pipe.dtype or torch.float32, device=self.pipe.device)
+        # the extractor's mask for one unpadded recording: every frame is audio
+        mask = torch.ones((1, features.num_frames), dtype=torch.int32)
+        return {"is_last": True, "input_features": placeholder, "attention_mask": mask, **extra}
 
 
 def transcribe(model: str | Path, paths: Sequence[str | Path], options: TranscribeOptions | None = None,
