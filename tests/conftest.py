@@ -40,3 +40,15 @@ def tiny_whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.helpers import build_tiny_whisper
 
     return build_tiny_whisper(tmp_path_factory.mktemp("tiny-whisper"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread (and lose a lot on a busy 2-core machine); killed
+    subprocesses run with OMP_NUM_THREADS=1 too, so in-process runs match them."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

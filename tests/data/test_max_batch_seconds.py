@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from finetune import api
 from finetune.config import ConfigError
@@ -59,12 +58,7 @@ def resources(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     return Resources(request, tmp_path_factory.mktemp("resources"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _steps(output_dir: Path) -> int:

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from tests.helpers import script_module, tone, whisper_stopping_early
 from tests.intent_helpers import build_tiny_bert
@@ -25,12 +24,7 @@ def script():
         yield module
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _fake(script, name: str, answers: dict[float, str], calls: list[tuple[str, float]]):

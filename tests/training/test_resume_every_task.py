@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 import yaml
 from safetensors.numpy import load_file
 
@@ -203,13 +202,7 @@ def resources(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     return Resources(request, tmp_path_factory.mktemp("resources"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread in-process, as in the killed subprocess (OMP_NUM_THREADS=1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_every_trainer_based_task_has_a_tiny_config() -> None:
