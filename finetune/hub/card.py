@@ -150,7 +150,7 @@ def render_model_card(model_dir: Path, *, repo_id: str | None = None, license: s
     hub_datasets = [s for s in sources if _looks_like_hub_id(s)]
     language = language or run_config.get("language") or _language_from_generation(generation) or base_language
 
-    eval_results = (_eval_results(results, facts, eval_source, run_config, name)
+    eval_results = (_eval_results(results, facts, eval_source, run_config)
                     if _has_metrics(results, facts) else None)
     card_data = ModelCardData(
         license=license or base_license or "other",
@@ -462,8 +462,8 @@ def _percent(value: float) -> float:
     return round(100.0 * float(value), 2)
 
 
-def _eval_results(results: dict[str, Any], facts: CardFacts, dataset: str, run_config: dict[str, Any],
-                  model_name: str) -> list[Any]:
+def _eval_results(results: dict[str, Any], facts: CardFacts, dataset: str,
+                  run_config: dict[str, Any]) -> list[Any]:
     """model-index entries, one per figure the task states, each naming the dataset and split."""
     from huggingface_hub import EvalResult
 
