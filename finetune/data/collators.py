@@ -6,6 +6,7 @@ keeps the cache model-independent and lets dataloader workers overlap feature wo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,14 +27,34 @@ class SpeechSeq2SeqCollator:
 
     processor: Any
     decoder_start_token_id: int
+    # dynamic encoder context: pad to the batch's longest clip rounded up to this step, not to the window
+    dynamic_step_seconds: float | None = None
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         audio = [np.asarray(row["audio"], dtype=np.float32) for row in rows]
         extractor = self.processor.feature_extractor
-        batch = extractor(audio, sampling_rate=extractor.sampling_rate, return_tensors="pt")
+        batch = extractor(audio, sampling_rate=extractor.sampling_rate, return_tensors="pt",
+                          **dynamic_padding(extractor, audio, self.dynamic_step_seconds))
         if "labels" in rows[0]:
             batch["labels"] = pad_labels([row["labels"] for row in rows], self.decoder_start_token_id)
         return batch
+
+
+def dynamic_padding(extractor: Any, audio: list[np.ndarray], step_seconds: float | None) -> dict[str, Any]:
+    """Feature-extractor arguments that pad a batch to its longest clip rounded up to ``step_seconds``
+    (none: the extractor's own window)."""
+    if step_seconds is None:
+        return {}
+    longest = max(len(a) for a in audio)
+    return {"max_length": padded_samples(longest, step_seconds, extractor.sampling_rate, extractor.n_samples)}
+
+
+def padded_samples(longest_samples: int, step_seconds: float, sampling_rate: int, window_samples: int) -> int:
+    """Samples to pad a batch to: its longest clip rounded up to the step (an even number of 10 ms
+    frames, as Whisper's strided convolution needs), at most the window."""
+    frames = max(2, int(round(step_seconds * 100)))
+    step = (frames + frames % 2) * sampling_rate // 100
+    return min(window_samples, max(step, math.ceil(longest_samples / step) * step))
 
 
 def pad_labels(sequences: list[list[int]], decoder_start_token_id: int | None = None) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from transformers import Seq2SeqTrainer, WhisperForConditionalGeneration
 
 from finetune.data.collators import IGNORE_INDEX
+from finetune.models.dynamic_context import enabled_step_seconds, full_window_features
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,11 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return {"loss": ce_weight * ce + kl_weight * kl, "ce": ce.detach(), "kl": kl.detach()}
 
 
+def model_of(args: tuple, kwargs: dict) -> torch.nn.Module:
+    """The ``model`` a Trainer was constructed with (first positional or keyword argument)."""
+    return kwargs["model"] if "model" in kwargs else args[0]
+
+
 class DistillationTrainer(Seq2SeqTrainer):
     """Seq2SeqTrainer whose training loss is :func:`distillation_loss` against a frozen teacher.
 
@@ -156,8 +162,11 @@ class DistillationTrainer(Seq2SeqTrainer):
         super().__init__(*args, **kwargs)
         self.teacher = teacher.eval().requires_grad_(False).to(self.args.device)
         self.distill = distill
-        # with the copied encoder frozen, teacher and student encoders are the same weights
-        self.reuse_student_encoder = reuse_student_encoder
+        # with the copied encoder frozen, teacher and student encoders are the same weights (and, if the
+        # student runs at dynamic context, only if the teacher runs at the same)
+        same_context = enabled_step_seconds(model_of(args, kwargs)) == enabled_step_seconds(self.teacher)
+        self.reuse_student_encoder = reuse_student_encoder and same_context
+        self.teacher_frames = 2 * self.teacher.config.max_source_positions
         # the loss below is a per-batch mean: let the Trainer divide it over accumulation steps
         self.model_accepts_loss_kwargs = False
 
@@ -168,7 +177,10 @@ class DistillationTrainer(Seq2SeqTrainer):
             if self.reuse_student_encoder:
                 teacher_out = self.teacher(encoder_outputs=(outputs.encoder_last_hidden_state,), labels=labels)
             else:
-                teacher_out = self.teacher(input_features=inputs["input_features"], labels=labels)
+                features = inputs["input_features"]
+                if enabled_step_seconds(self.teacher) is None:  # a full-context teacher sees the full window
+                    features = full_window_features(features, self.teacher_frames)
+                teacher_out = self.teacher(input_features=features, labels=labels)
         parts = distillation_loss(outputs.logits, teacher_out.logits, labels, ce_weight=self.distill.ce_weight,
                                   kl_weight=self.distill.kl_weight, temperature=self.distill.temperature)
         return (parts["loss"], outputs) if return_outputs else parts["loss"]

@@ -39,14 +39,38 @@ class EncoderContextArguments:
     encoder_context_seconds: int | None = field(
         default=None,
         metadata={"help": "Whisper: seconds of audio the encoder sees (1-30; default: the checkpoint's own, 30 for "
-                          "a stock Whisper). Short clips train ~10x faster with a short context; it is learnt by "
-                          "fine-tuning and saved with the model. Longer clips are bad rows."},
+                          "a stock Whisper). Every window is cut to this length and saved so; longer clips are bad rows, and "
+                          "finetune transcribe reads longer recordings in pieces cut at pauses. "
+                          "dynamic_encoder_context is as fast on short clips and keeps the model a stock Whisper."},
+    )
+
+    dynamic_encoder_context: bool = field(
+        default=False,
+        metadata={"help": "Whisper: run the encoder on each batch's longest clip (rounded up to "
+                          "encoder_context_step_seconds) instead of 30 s, with batches grouped by duration. The "
+                          "saved model keeps all 30 s of positions (stock pipeline(), CTranslate2 and faster-whisper "
+                          "run it at 30 s) and finetune transcribe/slu/evaluate serve it at dynamic context."},
+    )
+    encoder_context_step_seconds: float = field(
+        default=1.0, metadata={"help": "With dynamic_encoder_context: the step a batch's length is rounded up to."}
     )
 
     def __post_init__(self) -> None:
         seconds = self.encoder_context_seconds
         if seconds is not None and not 1 <= seconds <= MAX_CONTEXT_SECONDS:
             raise ValueError(f"encoder_context_seconds must be 1..{MAX_CONTEXT_SECONDS}, got {seconds}")
+        if not 0 < self.encoder_context_step_seconds <= MAX_CONTEXT_SECONDS:
+            raise ValueError(f"encoder_context_step_seconds must be in (0, {MAX_CONTEXT_SECONDS}], got "
+                             f"{self.encoder_context_step_seconds}")
+        if self.dynamic_encoder_context and seconds is not None:
+            raise ValueError("dynamic_encoder_context and encoder_context_seconds exclude each other: a dynamic "
+                             "context follows each batch's length, a fixed one cuts every clip's window to "
+                             f"{seconds} s; set one")
+
+    @property
+    def dynamic_step_seconds(self) -> float | None:
+        """The rounding step when the context is dynamic, else None."""
+        return self.encoder_context_step_seconds if self.dynamic_encoder_context else None
 
 
 @dataclass

@@ -15,10 +15,11 @@ from typing import Any, ClassVar
 
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-from finetune.config import ModelArguments
+from finetune.config import ConfigError, ModelArguments
 from finetune.data.report import DataReport
 from finetune.data.text import Normalizer
 from finetune.evaluation.asr import ASR_METRICS
+from finetune.models import dynamic_context
 from finetune.models.distill import (
     DistillArguments,
     DistillationTrainer,
@@ -26,7 +27,7 @@ from finetune.models.distill import (
     count_parameters,
     student_layer_ids,
 )
-from finetune.models.speech_encoder import FreezeArguments
+from finetune.models.speech_encoder import EncoderContextArguments, FreezeArguments
 from finetune.models.whisper import freeze_for_finetuning, load_whisper, model_language
 from finetune.tasks.base import TaskOptions, TaskRun, make_trainer
 from finetune.tasks.whisper_common import WhisperTask, bound_clip_length, decode_ids
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 class WhisperDistillation(WhisperTask):
     name = "asr_distill"
-    option_classes = (DistillArguments, FreezeArguments)
+    option_classes = (DistillArguments, FreezeArguments, EncoderContextArguments)
     uses_model_arguments = False  # the starting point is the teacher
     trainer_class = DistillationTrainer
     # distil-whisper keeps the copied encoder fixed; the teacher then reuses the student's encoder output
@@ -48,12 +49,24 @@ class WhisperDistillation(WhisperTask):
     def base_model_name(self, options: TaskOptions) -> str:
         return options[DistillArguments].teacher_model_name_or_path
 
+    def check(self, options: TaskOptions) -> None:
+        if options[EncoderContextArguments].encoder_context_seconds is not None:
+            raise ConfigError("asr_distill: the student keeps its teacher's encoder window; encoder_context_seconds "
+                              "cannot change it (dynamic_encoder_context: true runs the student at each batch's "
+                              "length)")
+
+    def reads_transcripts(self, run: TaskRun, *, training: bool) -> bool:
+        """With pseudo_labels the teacher transcribes the training audio: it needs no transcripts."""
+        return not (training and run.options[DistillArguments].pseudo_labels)
+
     def prepare(self, run: TaskRun) -> None:
         distill = run.options[DistillArguments]
         teacher, run.processor = load_teacher(distill.teacher_model_name_or_path)
+        dynamic_context.serve_as_trained(teacher)
         run.state["teacher"] = teacher
         run.state["layer_ids"] = student_layer_ids(teacher, distill)
         run.model = build_student(teacher, run.state["layer_ids"])
+        dynamic_context.serve_as_trained(run.model)
         run.language = run.language or model_language(teacher)
         bound_clip_length(run)  # the student keeps the teacher's encoder context: longer clips are bad rows
 
@@ -70,6 +83,7 @@ class WhisperDistillation(WhisperTask):
         freeze = run.options[FreezeArguments]
         freeze_for_finetuning(model, freeze_encoder=freeze.freeze_encoder,
                               freeze_feature_encoder=bool(freeze.freeze_feature_encoder))
+        self.start_dynamic_context(run, model, run.options[EncoderContextArguments].dynamic_step_seconds)
         return model
 
     def trainer_kwargs(self, run: TaskRun) -> dict[str, Any]:
@@ -105,9 +119,13 @@ def pseudo_label(labeller: Any, processor: WhisperProcessor, train_set: Any, nor
         raise ValueError("pseudo_labels needs a sized training split: it does not work with streaming: true")
     output, elapsed = predict_in_order(labeller, train_set, "pseudo")
     transcripts, _ = decode_ids(output.predictions, output.label_ids, processor.tokenizer)
-    changed = sum(normalize(new) != normalize(old) for new, old in zip(transcripts, train_set["text"]))
-    logger.info("pseudo-labels: the teacher transcribed %d training clips in %.0f s; %d differ from the given "
-                "transcripts (after normalization)", len(transcripts), elapsed, changed)
-    labels = processor.tokenizer([" " + t for t in transcripts]).input_ids
+    given = [(new, old) for new, old in zip(transcripts, train_set["text"]) if old]
+    changed = sum(normalize(new) != normalize(old) for new, old in given)
+    logger.info("pseudo-labels: the teacher transcribed %d training clips in %.0f s; %d of the %d given "
+                "transcripts differ (after normalization)", len(transcripts), elapsed, changed, len(given))
+    empty = sum(not t.strip() for t in transcripts)
+    if empty:
+        logger.info("pseudo-labels: %d clips transcribed as nothing are trained to give nothing", empty)
+    labels = processor.tokenizer([" " + t if t.strip() else "" for t in transcripts]).input_ids
     return train_set.remove_columns("labels").add_column("labels", labels).add_column("pseudo_text", transcripts)
 

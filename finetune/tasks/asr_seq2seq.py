@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from finetune.models import dynamic_context
 from finetune.models.lora import LoraArguments, apply_lora, merge_lora
 from finetune.models.speech_encoder import EncoderContextArguments, FreezeArguments
 from finetune.models.whisper import (
@@ -39,6 +40,7 @@ class WhisperFineTuning(WhisperTask):
                              task=options[WhisperArguments].whisper_task)
         run.language = run.language or model_language(run.model)
         run.state["max_label_length"] = options[WhisperArguments].max_label_length
+        dynamic_context.serve_as_trained(run.model)  # a model saved at dynamic context is scored so
         context = options[EncoderContextArguments].encoder_context_seconds or context_seconds(run.processor)
         if options.data.max_duration_in_seconds > context:
             logger.info("clips longer than the encoder context (%d s) are bad rows", context)
@@ -46,9 +48,12 @@ class WhisperFineTuning(WhisperTask):
 
     def adapt_for_training(self, run: TaskRun, model: Any) -> Any:
         options = run.options
-        seconds = options[EncoderContextArguments].encoder_context_seconds
-        if seconds is not None:
-            set_encoder_context(model, run.processor, seconds)
+        context = options[EncoderContextArguments]
+        if context.encoder_context_seconds is not None:  # a fixed window replaces a dynamic one
+            dynamic_context.disable_dynamic_context(model)
+            dynamic_context.unmark(model.config)
+            set_encoder_context(model, run.processor, context.encoder_context_seconds)
+        self.start_dynamic_context(run, model, context.dynamic_step_seconds)
         freeze = options[FreezeArguments]
         freeze_for_finetuning(model, freeze_encoder=freeze.freeze_encoder,
                               freeze_feature_encoder=bool(freeze.freeze_feature_encoder))

@@ -7,6 +7,7 @@ is built and which loss trains it; tasks never import each other.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 import numpy as np
@@ -15,11 +16,19 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 from finetune.data.collators import IGNORE_INDEX, SpeechSeq2SeqCollator
 from finetune.data.report import BadRow, DataReport
 from finetune.data.speech import load_speech_split
-from finetune.evaluation.asr import ASR_METRICS, asr_headline, score_transcripts, transcript_metrics
+from finetune.evaluation.asr import (
+    ASR_METRICS,
+    asr_headline,
+    score_transcripts,
+    transcript_metrics,
+)
+from finetune.models import dynamic_context
 from finetune.models.whisper import context_seconds, load_whisper, model_language
 from finetune.tasks.base import ASR_TRAINER_DEFAULTS, Scores, Task, TaskRun
 from finetune.tasks.cards import ASR_CARD, asr_usage_cli, asr_usage_python
-from finetune.training.trainers import predict_in_order, strip_prefix
+from finetune.training.trainers import DURATION_COLUMN, predict_in_order, strip_prefix
+
+logger = logging.getLogger(__name__)
 
 
 class WhisperTask(Task):
@@ -39,7 +48,8 @@ class WhisperTask(Task):
         data = run.options.data
         processor, model = run.processor, run.model
         dataset, report = load_speech_split(data, split, sampling_rate=processor.feature_extractor.sampling_rate,
-                                            source=source, max_samples=max_samples, materialize=not training)
+                                            source=source, max_samples=max_samples, materialize=not training,
+                                            needs_text=self.reads_transcripts(run, training=training))
         max_label_length = run.state.get("max_label_length") or model.config.max_target_positions
         tokenizer = processor.tokenizer
 
@@ -63,11 +73,16 @@ class WhisperTask(Task):
             dataset = dataset.select(sorted(set(range(len(lengths))) - set(too_long)))
         return dataset, report
 
+    def reads_transcripts(self, run: TaskRun, *, training: bool) -> bool:
+        """Whether a split must have transcripts (a task that labels its own training audio needs none)."""
+        return True
+
     def trainer_kwargs(self, run: TaskRun) -> dict[str, Any]:
         compute_metrics = transcript_metrics(decode_ids, run.processor.tokenizer, run.normalizer)
 
-        return {"data_collator": SpeechSeq2SeqCollator(run.processor, run.model.config.decoder_start_token_id),
-                "processing_class": run.processor, "compute_metrics": compute_metrics}
+        collator = SpeechSeq2SeqCollator(run.processor, run.model.config.decoder_start_token_id,
+                                         dynamic_step_seconds=dynamic_context.enabled_step_seconds(run.model))
+        return {"data_collator": collator, "processing_class": run.processor, "compute_metrics": compute_metrics}
 
     def finish_training(self, run: TaskRun, trainer: Any) -> dict[str, Any]:
         """Save the decoding the run evaluated with (``generation_max_length``, ``generation_num_beams``)
@@ -93,8 +108,23 @@ class WhisperTask(Task):
 
     def load_saved(self, run: TaskRun, model_dir: str) -> None:
         run.model, run.processor = load_whisper(run.options.model)
+        dynamic_context.serve_as_trained(run.model)
         bound_clip_length(run)
         run.language = run.language or model_language(run.model)
+
+    def start_dynamic_context(self, run: TaskRun, model: Any, step_seconds: float | None) -> None:
+        """Train ``model`` at dynamic context (``step_seconds``; None: as it was saved) and say so in its
+        config; batches are grouped by duration unless the config chose how to batch."""
+        if step_seconds is None:
+            return
+        dynamic_context.enable_dynamic_context(model, step_seconds)
+        dynamic_context.mark_trained(model.config, step_seconds)
+        args = run.options.training
+        if not run.options.data.max_batch_seconds and args.train_sampling_strategy == "random":
+            args.train_sampling_strategy = "group_by_length"
+            args.length_column_name = DURATION_COLUMN
+        logger.info("dynamic encoder context: each batch runs on its longest clip rounded up to %g s (batches "
+                    "grouped by duration)", step_seconds)
 
     def usage_python(self, repo_id: str, config: dict[str, Any]) -> str:
         return asr_usage_python(repo_id, "return_timestamps=True")  # Whisper walks long audio window by window
