@@ -11,6 +11,15 @@ One limit: faster-whisper pads every window to 30 s, so a model fine-tuned with 
 ``encoder_context_seconds`` exports and runs in CTranslate2 but not through faster-whisper's
 ``transcribe``; the export warns and the check says so.
 
+A model trained or tuned for dynamic encoder context (:mod:`finetune.models.dynamic_context`) keeps
+all 1,500 positions, so it exports as a stock Whisper and faster-whisper serves it unchanged at 30 s.
+The export copies its marker (:data:`~finetune.models.dynamic_context.CONFIG_KEY`, the same key and value
+as in the transformers ``config.json``) into the CTranslate2 folder's own ``config.json``, which
+CTranslate2 and faster-whisper load and ignore unknown keys of; it travels with the folder, and
+:class:`finetune.inference.ct2_decode.CT2Transcriber` reads it to decode at the batch's trimmed length,
+which CTranslate2's own API accepts. For such a model the round-trip check also compares the tokens at
+trimmed length (transformers with dynamic context enabled against CTranslate2, on the same features).
+
 ``ctranslate2`` and ``faster-whisper`` are optional dependencies; without them these functions raise
 :class:`MissingDependencyError` (a ``ModuleNotFoundError``) saying what to install.
 
@@ -28,9 +37,17 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 from finetune.data.audio import load_audio
 from finetune.evaluation.metrics import utterance_wer
+from finetune.models.dynamic_context import (
+    CONFIG_KEY,
+    disable_dynamic_context,
+    enable_dynamic_context,
+    padded_samples,
+    trained_step_seconds,
+)
 from finetune.outputs import staged_directory, write_json
 
 # faster-whisper's transcribe pads/trims every window to 3000 frames (its pad_or_trim default), so it can
@@ -45,7 +62,7 @@ class MissingDependencyError(ModuleNotFoundError, ValueError):
     """An optional package is not installed; the message says which and how to install it."""
 
 
-def _require(module: str, why: str):
+def require_optional(module: str, why: str):
     try:
         return __import__(module)
     except ImportError as error:
@@ -68,7 +85,7 @@ def export_ct2(model_dir: Path, output_dir: Path, *, quantization: str | None = 
         raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
     if output_dir.exists() and not force:
         raise FileExistsError(f"{output_dir} already exists; choose a new folder or pass force=True")
-    _require("ctranslate2", "exporting to CTranslate2")
+    require_optional("ctranslate2", "exporting to CTranslate2")
     from ctranslate2.converters import TransformersConverter
     from transformers import WhisperFeatureExtractor
 
@@ -82,7 +99,25 @@ def export_ct2(model_dir: Path, output_dir: Path, *, quantization: str | None = 
                            "pads every window to %d s and will refuse it", model_dir, extractor.chunk_length,
                            FASTER_WHISPER_WINDOW_S)
         write_json(staging / "preprocessor_config.json", preprocessor)
+        step = _marked_step_seconds(model_dir / "config.json")
+        if step is not None:
+            ct2_config_path = staging / "config.json"  # CTranslate2 writes one for Whisper; keep its keys
+            ct2_config = json.loads(ct2_config_path.read_text(encoding="utf-8")) if ct2_config_path.is_file() else {}
+            write_json(ct2_config_path, {**ct2_config, CONFIG_KEY: {"step_seconds": step}})
     return output_dir
+
+
+def _marked_step_seconds(config_path: Path) -> float | None:
+    """The dynamic-context step a config.json (transformers' or CTranslate2's) records, or None."""
+    if not config_path.is_file():
+        return None
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    return trained_step_seconds(SimpleNamespace(**{CONFIG_KEY: config.get(CONFIG_KEY)}))
+
+
+def exported_step_seconds(ct2_dir: Path) -> float | None:
+    """The dynamic-context step an exported CTranslate2 folder is marked with, or None (decode at 30 s)."""
+    return _marked_step_seconds(Path(ct2_dir) / "config.json")
 
 
 def _check_whisper_dir(model_dir: Path) -> None:
@@ -109,11 +144,16 @@ class RoundTripItem:
     tokens_match: bool
     faster_whisper_text: str | None  # None: faster-whisper cannot run this model (see FASTER_WHISPER_WINDOW_S)
     faster_whisper_wer: float | None  # normalized WER of faster-whisper's text against transformers' text
+    # dynamic-context models only (None otherwise): the same comparison on features trimmed to the clip
+    dynamic_transformers_text: str | None = None
+    dynamic_ct2_text: str | None = None
+    dynamic_tokens_match: bool | None = None
 
 
 @dataclass
 class RoundTripReport:
-    """``identical``: the exported weights decode to the very same tokens as the transformers model.
+    """``identical``: the exported weights decode to the very same tokens as the transformers model (for a
+    dynamic-context model, at 30 s and at trimmed length).
 
     faster-whisper's own ``transcribe`` is reported beside it, not folded in: its log-mel front end pads
     the features of a short clip with zeros instead of padding the audio as transformers does, so a
@@ -124,7 +164,8 @@ class RoundTripReport:
 
     @property
     def identical(self) -> bool:
-        return bool(self.items) and all(item.tokens_match for item in self.items)
+        return bool(self.items) and all(item.tokens_match and item.dynamic_tokens_match is not False
+                                        for item in self.items)
 
     @property
     def faster_whisper_wer(self) -> float | None:
@@ -141,6 +182,11 @@ class RoundTripReport:
                       "shorter)")
             lines.append(f"{verdict}: {item.source}\n  transformers:   {item.transformers_text!r}\n"
                          f"  ctranslate2:    {item.ct2_text!r}\n  faster-whisper: {served}")
+            if item.dynamic_tokens_match is not None:
+                verdict = "same tokens" if item.dynamic_tokens_match else "DIFFERENT TOKENS"
+                lines.append(f"  at dynamic context ({verdict}):\n"
+                             f"    transformers: {item.dynamic_transformers_text!r}\n"
+                             f"    ctranslate2:  {item.dynamic_ct2_text!r}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -155,10 +201,13 @@ def check_round_trip(model_dir: Path, ct2_dir: Path, audio_files: Sequence[Path]
     Two comparisons, each catching a different failure: CTranslate2 fed transformers' own log-mel
     features must produce the same token ids (checks the weights and vocabulary), and faster-whisper's
     full ``transcribe`` must produce the same text (checks what a server would return, with its own
-    feature extraction and the copied tokenizer/preprocessor files).
+    feature extraction and the copied tokenizer/preprocessor files). A model marked as trained for
+    dynamic context is also decoded both ways on features padded only to the clip rounded up to its step
+    (transformers with :func:`~finetune.models.dynamic_context.enable_dynamic_context`), as
+    :class:`~finetune.inference.ct2_decode.CT2Transcriber` serves it.
     """
-    _require("ctranslate2", "the CTranslate2 round-trip check")
-    _require("faster_whisper", "the faster-whisper round-trip check")
+    require_optional("ctranslate2", "the CTranslate2 round-trip check")
+    require_optional("faster_whisper", "the faster-whisper round-trip check")
     import ctranslate2
     import torch
     from faster_whisper import WhisperModel
@@ -177,22 +226,28 @@ def check_round_trip(model_dir: Path, ct2_dir: Path, audio_files: Sequence[Path]
     generation = model.generation_config
     suppress = sorted({*(generation.suppress_tokens or []),
                        *range(generation.no_timestamps_token_id + 1, model.config.vocab_size)})
+    step = trained_step_seconds(model.config)
+    extractor = processor.feature_extractor
+
+    def greedy(features, options: dict, prompt: list[int]) -> tuple[list[int], list[int]]:
+        """Token ids (text only) from transformers and from CTranslate2 for the same features."""
+        with torch.inference_mode():
+            generated = model.generate(features, max_new_tokens=max_new_tokens, return_timestamps=False, **options)
+        result = ct2_model.generate(
+            ctranslate2.StorageView.from_array(features.numpy()), [prompt], beam_size=1,
+            max_length=ct2_max_length(len(prompt) + max_new_tokens), suppress_blank=True, suppress_tokens=suppress,
+        )[0]
+        return ([t for t in generated[0].tolist() if t < last_text_id],
+                [t for t in result.sequences_ids[0] if t < last_text_id][:max_new_tokens])
 
     report = RoundTripReport()
     for path in audio_files:
         audio = load_audio(path, rate)
-        features = processor.feature_extractor(audio, sampling_rate=rate, return_tensors="pt").input_features
+        features = extractor(audio, sampling_rate=rate, return_tensors="pt").input_features
         language = _language_code(model, features)
         prompt = _prompt_tokens(model, language)
         options = {} if _english_only(model) else {"language": language}
-        with torch.inference_mode():
-            generated = model.generate(features, max_new_tokens=max_new_tokens, return_timestamps=False, **options)
-        hf_ids = [t for t in generated[0].tolist() if t < last_text_id]
-        result = ct2_model.generate(
-            ctranslate2.StorageView.from_array(features.numpy()), [prompt], beam_size=1,
-            max_length=_ct2_max_length(len(prompt) + max_new_tokens), suppress_blank=True, suppress_tokens=suppress,
-        )[0]
-        ct2_ids = [t for t in result.sequences_ids[0] if t < last_text_id][:max_new_tokens]
+        hf_ids, ct2_ids = greedy(features, options, prompt)
         hf_text = tokenizer.decode(hf_ids).strip()
         served_text, served_wer = None, None
         if served is not None:
@@ -202,20 +257,34 @@ def check_round_trip(model_dir: Path, ct2_dir: Path, audio_files: Sequence[Path]
             )
             served_text = " ".join(s.text.strip() for s in segments)
             served_wer = utterance_wer(served_text, hf_text) if hf_text else float(bool(served_text))
-        report.items.append(RoundTripItem(
+        item = RoundTripItem(
             source=str(path),
             transformers_text=hf_text,
             ct2_text=tokenizer.decode(ct2_ids).strip(),
             tokens_match=hf_ids == ct2_ids,
             faster_whisper_text=served_text,
             faster_whisper_wer=served_wer,
-        ))
+        )
+        if step is not None:
+            samples = padded_samples(len(audio), step, rate, extractor.n_samples)
+            trimmed = extractor(audio, sampling_rate=rate, padding="max_length", max_length=samples,
+                                return_tensors="pt").input_features
+            enable_dynamic_context(model, step)
+            try:
+                hf_ids, ct2_ids = greedy(trimmed, options, prompt)
+            finally:
+                disable_dynamic_context(model)
+            item.dynamic_transformers_text = tokenizer.decode(hf_ids).strip()
+            item.dynamic_ct2_text = tokenizer.decode(ct2_ids).strip()
+            item.dynamic_tokens_match = hf_ids == ct2_ids
+        report.items.append(item)
     return report
 
 
-def _ct2_max_length(tokens: int) -> int:
+def ct2_max_length(tokens: int) -> int:
     """CTranslate2 4.x's Whisper ``generate`` stops after ``max_length // 2`` tokens (measured: 6 -> 3,
-    14 -> 7, 40 -> 20), so ask for twice as many and cut the result; greedy decoding is prefix-stable."""
+    14 -> 7, 40 -> 20), so ask for twice as many and cut the result; greedy decoding is prefix-stable.
+    Its decoder positions still end at 448, so the prompt plus ``tokens`` must fit in 448 or it raises."""
     return min(2 * tokens, 2 * 448)
 
 
