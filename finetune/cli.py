@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     slu.add_argument("--batch-size", type=int, default=8)
     slu.add_argument("--oos-threshold", type=float, default=None, help="replace the intent model's own threshold")
     slu.add_argument("--num-beams", type=int, default=1, help="ASR beam width (1: greedy, as training evaluates)")
+    slu.add_argument("--context", choices=("auto", "dynamic", "full"), default="auto",
+                     help="Whisper's encoder length (as for transcribe)")
     slu.add_argument("--output", default=None, help="write the JSON to this file instead of stdout")
     slu.set_defaults(handler=_slu)
 
@@ -98,9 +100,13 @@ def _add_publishing_verbs(verbs) -> None:
     transcribe.add_argument("--format", default="txt", help="txt, json, srt, vtt, a comma list, or all")
     transcribe.add_argument("--timestamps", choices=("none", "segment", "word"), default="none",
                             help="srt/vtt turn on segment timestamps by themselves")
-    transcribe.add_argument("--long-form", choices=("auto", "chunked", "sequential"), default="auto",
-                            help="auto: sequential for Whisper unless --chunk-length/--stride is given, "
-                                 "chunked for CTC")
+    transcribe.add_argument("--long-form", choices=("auto", "chunked", "sequential", "pauses"), default="auto",
+                            help="auto: chunked for CTC and when --chunk-length/--stride is given; pauses (cut at "
+                                 "pauses into pieces that fit the window) for a Whisper trained at a short or "
+                                 "dynamic context; sequential for other Whisper models")
+    transcribe.add_argument("--context", choices=("auto", "dynamic", "full"), default="auto",
+                            help="Whisper's encoder length: auto runs each batch at its own length when the model "
+                                 "was trained for it (dynamic_encoder_context or context tuning); full: always 30 s")
     transcribe.add_argument("--chunk-length", type=float, default=None,
                             help="seconds per window for long audio (default: the model's window, 30 s for Whisper)")
     transcribe.add_argument("--stride", type=float, default=None,
@@ -213,7 +219,7 @@ def _slu(args: argparse.Namespace) -> int:
     from finetune.inference.slu import run_slu
 
     results = run_slu(args.asr, args.intent, args.audio, batch_size=args.batch_size,
-                      oos_threshold=args.oos_threshold, num_beams=args.num_beams)
+                      oos_threshold=args.oos_threshold, num_beams=args.num_beams, context=args.context)
     if args.output:
         from finetune.outputs import write_json
 
@@ -247,7 +253,7 @@ def _transcribe(args: argparse.Namespace) -> int:
     from finetune.inference.formats import parse_formats
     from finetune.inference.transcribe import TranscribeOptions, transcribe_to
 
-    options = TranscribeOptions(long_form=args.long_form, chunk_length_s=args.chunk_length, stride_length_s=args.stride,
+    options = TranscribeOptions(long_form=args.long_form, context=args.context, chunk_length_s=args.chunk_length, stride_length_s=args.stride,
                                 batch_size=args.batch_size, timestamps=args.timestamps, device=args.device,
                                 progress=args.progress, threads=args.threads, quantize=args.quantize,
                                 num_beams=args.num_beams, max_tokens_per_second=args.max_tokens_per_second)

@@ -46,6 +46,9 @@ def build_tiny_whisper(target: Path, *, context_seconds: int = 30, decoder_layer
     model.generation_config = GenerationConfig.from_pretrained(real)
     model.generation_config.alignment_heads = [[0, 0]]
     processor = WhisperProcessor.from_pretrained(real)
+    if context_seconds != 30:  # the feature extractor pads to the window the encoder was cut to
+        processor.feature_extractor = type(processor.feature_extractor)(
+            **{**processor.feature_extractor.to_dict(), "chunk_length": context_seconds})
     model.save_pretrained(target)
     processor.save_pretrained(target)
     return target

@@ -552,9 +552,7 @@ def _limitations(facts: CardFacts, config: dict[str, Any], data_sources: list[Da
     items = ["It was fine-tuned on a single dataset; expect lower accuracy on other speakers, accents, "
              "microphones, noise levels or wording than those the evaluation covers."]
     if config.get("model_type") == "whisper" and facts.pipeline_tag == "automatic-speech-recognition":
-        seconds = round(config.get("max_source_positions", 1500) / 50)
-        items.append(f"The encoder sees {seconds} s of audio at a time; longer audio must be chunked, and "
-                     "words cut at chunk edges can be lost or repeated.")
+        items.append(_whisper_window_limit(config))
     items.extend(facts.limitations)
     if isinstance(results.get("oos"), dict):
         items.append(f"Out-of-scope queries are rejected below a confidence of {results['oos'].get('threshold')}.")
@@ -568,6 +566,22 @@ def _limitations(facts: CardFacts, config: dict[str, Any], data_sources: list[Da
                      f"(the run was resumed with changed settings): neither {RUN_CONFIG} nor the earlier config in "
                      f"{RUN_CONFIG_HISTORY} alone describes how these weights were trained.")
     return items
+
+
+def _whisper_window_limit(config: dict[str, Any]) -> str:
+    """What a Whisper's window means for its users, as it was trained (fixed, short, or dynamic)."""
+    seconds = round(config.get("max_source_positions", 1500) / 50)
+    if isinstance(config.get("finetune_dynamic_context"), dict):
+        return ("It was trained at a dynamic encoder context (each batch at its own length) and keeps the full "
+                "30 s window, so pipeline(), CTranslate2 and faster-whisper run it at 30 s; `finetune transcribe` "
+                "runs each clip at its own length. It was not trained to predict timestamps: recordings longer than "
+                "30 s are best cut at pauses (`finetune transcribe` does), not walked by timestamps.")
+    if seconds < 30:
+        return (f"The encoder sees {seconds} s of audio at a time. A longer clip given to pipeline() directly is "
+                f"lost beyond {seconds} s or repeated; `finetune transcribe` and `finetune slu` cut longer "
+                "recordings at pauses into pieces that fit, and refuse speech with no pause to cut at.")
+    return ("The encoder sees 30 s of audio at a time; longer recordings are transcribed window by window, steered "
+            "by the timestamps the model predicts.")
 
 
 def _training_data_text(dataset: str, run_config: dict[str, Any], data_sources: list[DataSource],

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from finetune.data.audio import load_audio
+from finetune.inference.pauses import join_texts, split_at_pauses
 from finetune.models.consistency import check_pipeline_tokenizer
 from finetune.models.registry import resolve_model_path
 from finetune.models.text_classifier import oos_settings
@@ -41,7 +42,7 @@ class SpokenCommandPipeline:
     """
 
     def __init__(self, asr, classifier, *, batch_size: int = 8, oos_threshold: float | None = None,
-                 top_k: int = 3, num_beams: int | None = 1) -> None:
+                 top_k: int = 3, num_beams: int | None = 1, context: str = "auto") -> None:
         self.asr = asr
         self.classifier = classifier
         self.batch_size = batch_size
@@ -52,11 +53,12 @@ class SpokenCommandPipeline:
         self.sampling_rate = int(asr.feature_extractor.sampling_rate)
         chunk = getattr(asr.feature_extractor, "chunk_length", None)  # Whisper's window; CTC takes any length
         self.max_seconds = float(chunk) if chunk else None
+        self.dynamic_step = _serve_context(asr.model, context) if self.max_seconds else None
 
     @classmethod
     def from_pretrained(cls, asr_model: str, intent_model: str, *, device: int | str | None = None,
                         batch_size: int = 8, oos_threshold: float | None = None,
-                        num_beams: int | None = 1) -> SpokenCommandPipeline:
+                        num_beams: int | None = 1, context: str = "auto") -> SpokenCommandPipeline:
         """Build both pipelines from model directories (or ``offline:`` aliases), safetensors only."""
         from transformers import pipeline
 
@@ -67,7 +69,8 @@ class SpokenCommandPipeline:
                               model_kwargs=safetensors)
         for stage, name in ((asr, asr_model), (classifier, intent_model)):
             check_pipeline_tokenizer(stage, resolve_model_path(name))
-        return cls(asr, classifier, batch_size=batch_size, oos_threshold=oos_threshold, num_beams=num_beams)
+        return cls(asr, classifier, batch_size=batch_size, oos_threshold=oos_threshold, num_beams=num_beams,
+                   context=context)
 
     @property
     def language(self) -> str | None:
@@ -87,12 +90,29 @@ class SpokenCommandPipeline:
                 for item, text, intent in zip(items, transcripts, intents)]
 
     def transcribe(self, audio: Sequence[AudioInput]) -> list[str]:
-        """Transcripts of ``audio`` (paths, 1-D arrays at the recognizer's rate, or Audio dicts)."""
-        inputs = [{"raw": self._load(item), "sampling_rate": self.sampling_rate} for item in audio]
-        if not inputs:
-            return []
-        outputs = self.asr(inputs, batch_size=self.batch_size, generate_kwargs=dict(self.generate_kwargs))
-        return [out["text"].strip() for out in outputs]
+        """Transcripts of ``audio`` (paths, 1-D arrays at the recognizer's rate, or Audio dicts).
+
+        A recording longer than the recognizer's window is cut at pauses into pieces that fit
+        (:mod:`finetune.inference.pauses`) and their texts joined; one with no pause to cut at is refused.
+        """
+        owners, inputs = [], []
+        for number, item in enumerate(audio):
+            samples = self._load(item)
+            for piece in self._pieces(samples, item):
+                owners.append(number)
+                inputs.append({"raw": piece, "sampling_rate": self.sampling_rate})
+        texts: list[list[str]] = [[] for _ in audio]
+        if inputs:
+            outputs = self.asr(inputs, batch_size=self.batch_size, generate_kwargs=dict(self.generate_kwargs))
+            for number, out in zip(owners, outputs):
+                texts[number].append(out["text"])
+        return [join_texts(parts) for parts in texts]
+
+    def _pieces(self, samples: np.ndarray, item: AudioInput) -> list[np.ndarray]:
+        if self.max_seconds is None or len(samples) <= self.max_seconds * self.sampling_rate:
+            return [samples]
+        pieces = split_at_pauses(samples, self.sampling_rate, self.max_seconds, source=_describe(item))
+        return [piece.cut(samples) for piece in pieces]
 
     def classify(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """Intent of every text: ``intent`` (``oos_label`` below the threshold), ``confidence``,
@@ -123,20 +143,32 @@ class SpokenCommandPipeline:
             samples = _resample(np.asarray(array, dtype=np.float32), int(item["sampling_rate"]), self.sampling_rate)
         else:
             samples = load_audio(item, self.sampling_rate)
-        seconds = len(samples) / self.sampling_rate
-        if self.max_seconds is not None and seconds > self.max_seconds:
-            raise ValueError(f"{_describe(item)}: {seconds:.1f} s is longer than the recognizer's "
-                             f"{self.max_seconds:g}-second input; split it into commands first")
         return samples
 
 
 def run_slu(asr_model: str, intent_model: str, audio: Iterable[str], *, batch_size: int = 8,
             device: int | str | None = None, oos_threshold: float | None = None,
-            num_beams: int | None = 1) -> list[dict[str, Any]]:
+            num_beams: int | None = 1, context: str = "auto") -> list[dict[str, Any]]:
     """What ``finetune slu`` does: build the cascade and answer every audio file."""
     slu = SpokenCommandPipeline.from_pretrained(asr_model, intent_model, device=device, batch_size=batch_size,
-                                                oos_threshold=oos_threshold, num_beams=num_beams)
+                                                oos_threshold=oos_threshold, num_beams=num_beams, context=context)
     return slu(list(audio))
+
+
+def _serve_context(model: Any, context: str) -> float | None:
+    """Run a Whisper ``model`` at dynamic context when asked (``auto``: when it was trained for it)."""
+    from finetune.models import dynamic_context
+
+    if context not in ("auto", "dynamic", "full"):
+        raise ValueError(f"context must be auto, dynamic or full, got {context!r}")
+    if getattr(model.config, "model_type", "") != "whisper" or context == "full":
+        return None
+    step = dynamic_context.trained_step_seconds(model.config)
+    if context == "dynamic":
+        step = step or dynamic_context.DEFAULT_STEP_SECONDS
+    if step is not None:
+        dynamic_context.enable_dynamic_context(model, step)
+    return step
 
 
 def _resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:

@@ -47,9 +47,12 @@ from typing import Any
 import numpy as np
 
 from finetune.data.audio import AudioDecodeError, load_audio
+from finetune.data.collators import padded_samples
 from finetune.inference import streaming
 from finetune.inference.formats import Segment, Transcript
+from finetune.inference.pauses import NoPauseError, Piece, join_texts, split_at_pauses
 from finetune.inference.quantize import QUANTIZE_MODES, quantize_for_cpu
+from finetune.models import dynamic_context
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +60,9 @@ AUDIO_SUFFIXES = frozenset(
     {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".au", ".webm", ".wma"}
 )
 TIMESTAMP_MODES = ("none", "segment", "word")
-LONG_FORM_MODES = ("auto", "chunked", "sequential")
+LONG_FORM_MODES = ("auto", "chunked", "sequential", "pauses")
+CONTEXT_MODES = ("auto", "dynamic", "full")
+FULL_WINDOW_S = 30.0  # a stock Whisper's window
 DEFAULT_CTC_CHUNK_S = 20.0  # CTC models have no fixed window; 20 s keeps attention memory modest
 # Grouping word timestamps into subtitle cues: break at a pause, a sentence end, or a full cue.
 CUE_PAUSE_S = 0.8
@@ -72,10 +77,15 @@ class TranscribeOptions:
     """How to decode. ``None`` chunk/stride mean: the model's own window, and a sixth of it as stride.
 
     ``long_form="auto"``: chunked for CTC models, and for Whisper when a chunk length or stride is given;
-    sequential for Whisper otherwise (see the module docstring for why).
+    for a Whisper trained at a short or dynamic context, ``pauses`` (a recording longer than the window is
+    cut at pauses, :mod:`finetune.inference.pauses`: such models do not predict the timestamps sequential
+    decoding steers by); sequential for other Whisper models (see the module docstring for why).
     """
 
     long_form: str = "auto"
+    # Whisper's encoder length: "auto" runs each batch at its own length if the model was trained for it
+    # (finetune.models.dynamic_context), "full" always at the model's window, "dynamic" forces the former
+    context: str = "auto"
     chunk_length_s: float | None = None
     stride_length_s: float | None = None
     batch_size: int = 8
@@ -92,6 +102,8 @@ class TranscribeOptions:
     def __post_init__(self) -> None:
         if self.long_form not in LONG_FORM_MODES:
             raise ValueError(f"long_form must be one of {', '.join(LONG_FORM_MODES)}, got {self.long_form!r}")
+        if self.context not in CONTEXT_MODES:
+            raise ValueError(f"context must be one of {', '.join(CONTEXT_MODES)}, got {self.context!r}")
         if self.timestamps not in TIMESTAMP_MODES:
             raise ValueError(f"timestamps must be one of {', '.join(TIMESTAMP_MODES)}, got {self.timestamps!r}")
         if self.batch_size < 1:
@@ -174,6 +186,9 @@ class Transcriber:
         _StreamingPreprocess.install(self.pipe)
         self.sampling_rate = int(self.pipe.feature_extractor.sampling_rate)
         self.is_whisper = self.pipe.type == "seq2seq_whisper"
+        self.dynamic_step = self._dynamic_step()
+        if self.dynamic_step is not None:
+            dynamic_context.enable_dynamic_context(self.pipe.model, self.dynamic_step)
         self.long_form = self._long_form()
         self.chunk_length_s, self.stride_length_s = self._window()
         if self.long_form == "sequential":
@@ -185,16 +200,39 @@ class Transcriber:
                     "(the cross-attention heads that follow the audio); use timestamps=segment instead"
                 )
 
+    def _dynamic_step(self) -> float | None:
+        """The step a Whisper runs at dynamic context with here, or None (its full window)."""
+        mode = self.options.context
+        if not self.is_whisper:
+            if mode == "dynamic":
+                raise ValueError(f"{self.model_path}: context=dynamic is for Whisper models (a CTC model already "
+                                 "runs on each input's own length)")
+            return None
+        trained = dynamic_context.trained_step_seconds(self.pipe.model.config)
+        if mode == "full":
+            return None
+        if mode == "dynamic":
+            if self.context_s < FULL_WINDOW_S:
+                raise ValueError(f"{self.model_path}: its encoder window was cut to {self.context_s:g} s for good; "
+                                 "context=dynamic is for models that keep the full 30 s")
+            if trained is None:
+                logger.warning("%s was not trained for dynamic context: a stock Whisper run on a shortened "
+                               "context tends to repeat itself", self.model_path)
+            return trained or dynamic_context.DEFAULT_STEP_SECONDS
+        return trained
+
     def _long_form(self) -> str:
         mode = self.options.long_form
         if not self.is_whisper:
-            if mode == "sequential":
-                raise ValueError(f"{self.model_path}: sequential long-form decoding is for Whisper models; "
+            if mode in ("sequential", "pauses"):
+                raise ValueError(f"{self.model_path}: {mode} long-form decoding is for Whisper models; "
                                  "use long_form=chunked")
             return "chunked"
         if mode == "auto":
-            chunking_asked = self.options.chunk_length_s is not None or self.options.stride_length_s is not None
-            return "chunked" if chunking_asked else "sequential"
+            if self.options.chunk_length_s is not None or self.options.stride_length_s is not None:
+                return "chunked"
+            short_trained = self.context_s < FULL_WINDOW_S or self.dynamic_step is not None
+            return "pauses" if short_trained else "sequential"
         return mode
 
     @property
@@ -223,7 +261,9 @@ class Transcriber:
         bar = self._progress_bar(files)
         counter = self._count_windows(bar, stats)
         try:
-            if self.long_form == "sequential":
+            if self.long_form == "pauses":
+                yield from self._decode_in_pieces(files, stats)
+            elif self.long_form == "sequential":
                 for group, longest in self._sequential_groups(files):
                     yield from self._decode(group, stats, len(group), self._call_kwargs(one_window_s=longest))
             else:
@@ -291,6 +331,91 @@ class Transcriber:
             yield TranscriptionResult(path, transcript=self._transcript(path, output, duration))
         yield from self._flush(order, failures, stats, until=None)
 
+    def _decode_in_pieces(self, files: list[Path], stats: RunStats) -> Iterator[TranscriptionResult]:
+        """``long_form="pauses"``: each file as pieces that fit the window (the whole file when it fits,
+        else cut at pauses), batches of pieces decoded at their own length, the texts joined per file.
+
+        A file whose speech runs longer than the window without a pause is reported with why and skipped,
+        as an unreadable one is: never transcribed in part.
+        """
+        window = self.context_s
+        queue: list[tuple[int, Piece, np.ndarray]] = []  # (file number, piece, its samples), not yet decoded
+        parts: dict[int, list[tuple[Piece, dict[str, Any]]]] = {}
+        left: dict[int, int] = {}  # pieces of each file still to decode
+        order: deque[tuple[int, Path, float, str | None]] = deque()  # file number, path, duration, error
+
+        def finished() -> Iterator[TranscriptionResult]:
+            while order and (order[0][3] is not None or left[order[0][0]] == 0):
+                number, path, duration, error = order.popleft()
+                if error is not None:
+                    stats.failed += 1
+                    logger.error("skipped %s", error)
+                    yield TranscriptionResult(path, error=error)
+                    continue
+                stats.files += 1
+                stats.audio_seconds += duration
+                stats.wall_seconds = time.perf_counter() - stats.started
+                yield TranscriptionResult(path, transcript=self._joined(path, parts.pop(number, []), duration))
+
+        for number, path in enumerate(files):
+            try:
+                audio = load_audio(path, self.sampling_rate)
+                duration = len(audio) / self.sampling_rate
+                pieces = ([Piece(0, len(audio))] if duration <= window
+                          else split_at_pauses(audio, self.sampling_rate, window, source=str(path)))
+            except (AudioDecodeError, NoPauseError) as error:
+                order.append((number, path, 0.0, str(error)))
+                yield from finished()
+                continue
+            order.append((number, path, duration, None))
+            left[number] = len(pieces)
+            queue.extend((number, piece, piece.cut(audio)) for piece in pieces)
+            while len(queue) >= self.options.batch_size:
+                self._decode_pieces(queue[:self.options.batch_size], parts, left)
+                del queue[:self.options.batch_size]
+            yield from finished()
+        if queue:
+            self._decode_pieces(queue, parts, left)
+        yield from finished()
+
+    def _decode_pieces(self, batch: list[tuple[int, Piece, np.ndarray]],
+                       parts: dict[int, list[tuple[Piece, dict[str, Any]]]], left: dict[int, int]) -> None:
+        """One batch of pieces, padded to its longest (rounded up to the step at dynamic context)."""
+        longest = max(len(samples) for _, _, samples in batch)
+        preprocess = self.pipe.preprocess
+        if self.dynamic_step is not None:
+            preprocess.pad_to_samples = padded_samples(longest, self.dynamic_step, self.sampling_rate,
+                                                       self.pipe.feature_extractor.n_samples)
+        kwargs = self._call_kwargs(one_window_s=longest / self.sampling_rate)
+        if self.options.timestamps == "word":
+            kwargs["return_timestamps"] = "word"
+        try:
+            outputs = list(self.pipe([{"raw": samples, "sampling_rate": self.sampling_rate}
+                                      for _, _, samples in batch], batch_size=len(batch), **kwargs))
+        finally:
+            preprocess.pad_to_samples = None
+        for (number, piece, _), output in zip(batch, outputs):
+            parts.setdefault(number, []).append((piece, output))
+            left[number] -= 1
+
+    def _joined(self, path: Path, parts: list[tuple[Piece, dict[str, Any]]], duration: float) -> Transcript:
+        """One file's transcript from its pieces: texts joined, each piece a segment (its words offset by
+        where the piece starts)."""
+        rate = self.sampling_rate
+        text = join_texts([str(output.get("text", "")) for _, output in parts])
+        transcript = Transcript(source=str(path), text=" ".join(text.split()), duration=duration)
+        if self.options.timestamps == "segment":
+            transcript.segments = [Segment(piece.start_s(rate), piece.end_s(rate), " ".join(output["text"].split()))
+                                   for piece, output in parts if str(output.get("text", "")).strip()]
+        elif self.options.timestamps == "word":
+            words = []
+            for piece, output in parts:
+                for word in _timed_chunks(output.get("chunks") or [], piece.duration_s(rate)):
+                    words.append(Segment(word.start + piece.start_s(rate), word.end + piece.start_s(rate), word.text))
+            transcript.words = words
+            transcript.segments = group_words(words)
+        return transcript
+
     def _load(self, path: Path) -> np.ndarray | StreamedAudio:
         """The whole recording, or, for a long file libsndfile reads, a stream (sequential decoding: if
         the feature extractor's frames can be computed window by window)."""
@@ -327,6 +452,8 @@ class Transcriber:
 
     def _window_kwargs(self, one_window_s: float | None) -> dict[str, Any]:
         mode = self.options.timestamps
+        if self.long_form == "pauses":
+            return {}  # every piece fits one window; word timestamps are asked for per batch
         if self.long_form == "sequential" and one_window_s is not None and mode == "none":
             # clips that fit one window: plain decoding, no timestamp tokens to predict (faster, and a
             # model fine-tuned without timestamps is decoded the way it was trained)
@@ -358,7 +485,7 @@ class Transcriber:
     def windows(self, num_samples: int) -> int:
         """How many windows ``num_samples`` takes: exact for chunked decoding (mirrors the pipeline's
         chunk_iter); for sequential decoding the least it can take (each step moves at most one window)."""
-        if self.long_form == "sequential":
+        if self.long_form in ("sequential", "pauses"):
             return max(1, math.ceil(num_samples / (self.context_s * self.sampling_rate)))
         align = getattr(self.pipe.model.config, "inputs_to_logits_ratio", 1)
         rate = self.sampling_rate
@@ -554,6 +681,8 @@ class _StreamingPreprocess:
 
     def __init__(self, pipe) -> None:
         self.pipe, self.original = pipe, pipe.preprocess
+        # set per batch at dynamic context: pad a one-window input to this many samples, not the window
+        self.pad_to_samples: int | None = None
 
     @classmethod
     def install(cls, pipe) -> None:
@@ -562,6 +691,9 @@ class _StreamingPreprocess:
 
     def __call__(self, inputs: Any, chunk_length_s: float = 0, stride_length_s: Any = None, **kwargs: Any):
         audio = inputs.get("raw") if isinstance(inputs, dict) else None
+        if self.pad_to_samples and not chunk_length_s and isinstance(audio, np.ndarray):
+            yield self._padded(inputs, audio)
+            return
         if not isinstance(audio, StreamedAudio):
             yield from self.original(inputs, chunk_length_s=chunk_length_s, stride_length_s=stride_length_s, **kwargs)
             return
@@ -593,6 +725,18 @@ class _StreamingPreprocess:
             raise ValueError("Chunk length must be superior to stride length")
         for item in chunk_iter(audio, extractor, chunk_len, stride_left, stride_right, self.pipe.dtype):
             yield {**item, **extra}
+
+    def _padded(self, inputs: dict[str, Any], audio: np.ndarray) -> dict[str, Any]:
+        """What the original preprocess yields for one window, padded to ``pad_to_samples`` instead."""
+        extractor = self.pipe.feature_extractor
+        if int(inputs["sampling_rate"]) != extractor.sampling_rate or len(audio) > self.pad_to_samples:
+            raise ValueError("a piece must be at the model's rate and no longer than its batch's padding")
+        processed = extractor(audio, sampling_rate=extractor.sampling_rate, return_tensors="pt",
+                              return_attention_mask=True, max_length=self.pad_to_samples)
+        if self.pipe.dtype is not None:
+            processed = processed.to(dtype=self.pipe.dtype)
+        extra = {k: v for k, v in inputs.items() if k not in ("raw", "sampling_rate", "path")}
+        return {"is_last": True, **processed, **extra}
 
     def _sequential(self, audio: StreamedAudio, extra: dict[str, Any]) -> dict[str, Any]:
         """What the original preprocess yields for a long recording, with a placeholder for its features."""

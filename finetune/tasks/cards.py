@@ -10,8 +10,8 @@ ASR_CARD = CardFacts(
     pipeline_name="Automatic Speech Recognition",
     what="a speech recognition model (audio to text)",
     intended_use="Transcribing {language}speech in {domain}: same kind of speakers, vocabulary and recording "
-                 "conditions. Recordings longer than the model's window are transcribed window by window "
-                 "(see How to use).",
+                 "conditions. Recordings longer than the model's window are transcribed window by window, or in "
+                 "pieces cut at pauses (see How to use).",
     metrics=(MetricFact("wer", "wer", "WER (normalized, %)", percent=True),
              MetricFact("cer", "cer", "CER (normalized, %)", percent=True),
              MetricFact("wer_raw", "wer", "WER (raw, %)", percent=True),
@@ -28,6 +28,25 @@ def asr_usage_python(repo_id: str, call_options: str) -> str:
     return (f'asr = pipeline("automatic-speech-recognition", model="{repo_id}")\n'
             f'print(asr("recording.flac", {call_options}))  # a path needs ffmpeg; '
             'or pass {"raw": samples, "sampling_rate": 16000}')
+
+
+def whisper_usage_python(repo_id: str, config: dict) -> str:
+    """The card's snippet for a Whisper as it was trained: a stock 30 s model walks long audio by its
+    timestamps; one trained at a short or dynamic context is given clips that fit its window, and longer
+    recordings (and, for a dynamic one, the faster path) go through finetune, which cuts them at pauses."""
+    window = round(config.get("max_source_positions", 1500) / 50)
+    dynamic = isinstance(config.get("finetune_dynamic_context"), dict)
+    if window >= 30 and not dynamic:
+        return asr_usage_python(repo_id, "return_timestamps=True")
+    fits = ("a clip of up to 30 s (runs at the full 30 s; add chunk_length_s=30 for longer audio)" if dynamic
+            else f"a clip of at most {window} s: the encoder sees no more")
+    faster = "each clip at its own length, " if dynamic else ""
+    return (f'asr = pipeline("automatic-speech-recognition", model="{repo_id}")\n'
+            f'print(asr({{"raw": samples, "sampling_rate": 16000}}))  # {fits}\n\n'
+            f"# {faster}recordings of any length cut at pauses (pip install finetune)\n"
+            "from finetune import Transcriber\n"
+            f'for result in Transcriber("{repo_id}")(["recording.flac"]):\n'
+            "    print(result.transcript.text)")
 
 
 def asr_usage_cli(repo_id: str) -> str:

@@ -25,7 +25,7 @@ from finetune.evaluation.asr import (
 from finetune.models import dynamic_context
 from finetune.models.whisper import context_seconds, load_whisper, model_language
 from finetune.tasks.base import ASR_TRAINER_DEFAULTS, Scores, Task, TaskRun
-from finetune.tasks.cards import ASR_CARD, asr_usage_cli, asr_usage_python
+from finetune.tasks.cards import ASR_CARD, asr_usage_cli, whisper_usage_python
 from finetune.training.trainers import DURATION_COLUMN, predict_in_order, strip_prefix
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class WhisperTask(Task):
                     "grouped by duration)", step_seconds)
 
     def usage_python(self, repo_id: str, config: dict[str, Any]) -> str:
-        return asr_usage_python(repo_id, "return_timestamps=True")  # Whisper walks long audio window by window
+        return whisper_usage_python(repo_id, config)
 
     def usage_cli(self, repo_id: str) -> str:
         return asr_usage_cli(repo_id)

@@ -17,6 +17,8 @@ from tests.intent_helpers import build_tiny_bert
 
 LABELS = ["BookRestaurant", "GetWeather", "PlayMusic"]
 
+DIGITS_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_digit_recordings.py"
+
 
 @pytest.fixture(scope="module")
 def intent_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -86,13 +88,35 @@ def test_user_built_pipelines_compose_and_the_oos_threshold_applies(asr_dir: Pat
     assert [r["confidence"] for r in nothing_rejected] == pytest.approx([d["score"] for d in direct], abs=1e-5)
 
 
-def test_audio_longer_than_the_recognizer_input_is_refused_by_name(asr_dir: Path, intent_dir: Path,
-                                                                    tmp_path: Path) -> None:
-    long_clip = tmp_path / "speech.wav"
-    sf.write(long_clip, np.zeros(16000 * 31, dtype=np.float32), 16000)
-    slu = SpokenCommandPipeline.from_pretrained(str(asr_dir), str(intent_dir))
-    with pytest.raises(ValueError, match="speech.wav: 31.0 s is longer than the recognizer's 30-second input"):
-        slu([long_clip])
+def test_audio_longer_than_the_window_is_cut_at_pauses_or_refused_by_name(
+        tiny_whisper_dir: Path, intent_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 2-second recognizer hears a 5 s command in pieces that fit, cut between words; speech with no
+    pause longer than its window is refused naming the file, never transcribed in part."""
+    from tests.helpers import build_tiny_whisper, script_module
+
+    short = whisper_stopping_early(build_tiny_whisper(tmp_path / "short", context_seconds=2), tmp_path / "asr2",
+                                   max_length=6)
+    slu = SpokenCommandPipeline.from_pretrained(str(short), str(intent_dir))
+    heard: list[float] = []
+    original = slu.asr.__call__
+
+    def spy(inputs, **kwargs):
+        heard.extend(len(item["raw"]) / 16000 for item in inputs)
+        return original(inputs, **kwargs)
+
+    monkeypatch.setattr(slu, "asr", spy)
+    with script_module(DIGITS_SCRIPT) as digits:
+        paused, continuous = digits.ten_digits().audio, digits.ten_digits(speaker="nicolas", pause_s=0.0).audio
+    command = tmp_path / "command.wav"
+    sf.write(command, paused, 16000)
+    [answer] = slu([command])
+    # every sample is heard, in pieces that fit the window
+    assert len(heard) >= 3 and max(heard) <= 2.0 and sum(heard) == pytest.approx(len(paused) / 16000, abs=1e-3)
+    assert isinstance(answer["transcript"], str) and answer["intent"]
+    no_pause = tmp_path / "speech.wav"
+    sf.write(no_pause, continuous, 16000)
+    with pytest.raises(ValueError, match="speech.wav: .* has no pause to cut at, but the model sees at most 2 s"):
+        slu([no_pause])
 
 
 @pytest.mark.slow
