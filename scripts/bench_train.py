@@ -11,6 +11,13 @@ so that peak memory is its own, on the same machine in one run:
   and padded to Whisper's 30 seconds, a plain padding collator, Seq2SeqTrainer, no length grouping.
 - finetune: `finetune train` with `encoder_context_seconds: 2` (the recommended path for short clips).
 - finetune-lora: the same with LoRA adapters (peft) on the attention projections, merged after training.
+- finetune-30s: finetune at the full 30 s window (its collator computes features per batch).
+- finetune-dynamic: `dynamic_encoder_context: true`: each batch at its longest clip rounded up to 1 s,
+  batches grouped by duration; the saved model keeps the full window (`--zero-shot` scores the base model
+  on the test split first).
+
+On longer clips (e.g. ``--data ../shared/data/speechocean762 --variants finetune-30s,finetune-dynamic``)
+the fixed 2 s variants do not apply.
 
 --variants picks which run (results merge into --out, so variants can be run one at a time); --device cuda
 with --bf16 measures a GPU (peak GPU memory is then reported beside peak RSS).
@@ -107,7 +114,7 @@ def run_finetune(args: argparse.Namespace, output_dir: Path, extra: dict | None 
     settings = {
         **_device_settings(args),
         "task": "asr_seq2seq", "encoder_context_seconds": 2, "evaluate_before_training": False,
-        "dataset_name": args.data, "text_column_name": "transcript", "max_duration_in_seconds": 2,
+        "dataset_name": args.data, "text_column_name": "transcript", "max_duration_in_seconds": args.max_duration,
         "on_bad_rows": "skip",  # FSDD's 2 training clips over 2 s (the baseline's 30 s holds them)
         "max_eval_samples": args.eval_samples,
         "output_dir": str(output_dir / "run"), "per_device_train_batch_size": args.batch_size,
@@ -123,12 +130,16 @@ def run_finetune(args: argparse.Namespace, output_dir: Path, extra: dict | None 
     from finetune.config import DataArguments
     from finetune.data.speech import load_speech_split
 
+    longest = (extra or {}).get("max_duration_in_seconds", settings["max_duration_in_seconds"])
     train, _ = load_speech_split(DataArguments(dataset_name=args.data, text_column_name="transcript",
-                                               max_duration_in_seconds=2, on_bad_rows="skip"), "train",
+                                               max_duration_in_seconds=longest, on_bad_rows="skip"), "train",
                                  sampling_rate=16000)
     audio_seconds = sum(train["duration"]) / len(train) * args.steps * args.batch_size  # expected, shuffled
     metrics = {k: results[k] for k in ("wer", "cer", "wer_raw", "cer_raw")}
-    return _summary(train_seconds, results["runtime_s"], audio_seconds, args, metrics, results["num_samples"])
+    summary = _summary(train_seconds, results["runtime_s"], audio_seconds, args, metrics, results["num_samples"])
+    if "zero_shot" in results:
+        summary["zero_shot_wer"] = results["zero_shot"]["wer"]
+    return summary
 
 
 def _summary(train_seconds: float, eval_seconds: float, audio_seconds: float, args, metrics: dict, n: int) -> dict:
@@ -160,6 +171,13 @@ RUNNERS = {
     "finetune": run_finetune,
     "finetune-lora": lambda args, out: run_finetune(args, out, {"lora_r": 16, "lora_alpha": 32,
                                                                   "learning_rate": args.lr * 10}),
+    # finetune's own collator and trainer at the full 30 s: what dynamic context is measured against
+    "finetune-30s": lambda args, out: run_finetune(args, out, {"encoder_context_seconds": None,
+                                                                 "max_duration_in_seconds": 30}),
+    # each batch at its longest clip rounded up to 1 s, batches grouped by duration; zero-shot WER first
+    "finetune-dynamic": lambda args, out: run_finetune(args, out, {
+        "encoder_context_seconds": None, "dynamic_encoder_context": True, "max_duration_in_seconds": 30,
+        "evaluate_before_training": args.zero_shot}),
 }
 
 
@@ -172,7 +190,11 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=300)
     parser.add_argument("--generation-max-length", type=int, default=32)
     parser.add_argument("--model", default="offline:whisper-tiny.en")
-    parser.add_argument("--variants", default="baseline,finetune,finetune-lora")
+    parser.add_argument("--variants", default="baseline,finetune,finetune-lora",
+                        help="also: finetune-30s (finetune at the full window), finetune-dynamic")
+    parser.add_argument("--max-duration", type=float, default=2.0,
+                        help="longest training clip for the fixed 2 s variants (finetune, finetune-lora)")
+    parser.add_argument("--zero-shot", action="store_true", help="finetune-dynamic scores the base model first")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--bf16", action="store_true")
@@ -193,8 +215,8 @@ def main() -> None:
 
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.is_file() else {}
-    settings = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "eval_samples", "threads", "device",
-                                               "bf16", "model", "workers")}
+    settings = {k: getattr(args, k) for k in ("data", "steps", "batch_size", "lr", "eval_samples", "threads",
+                                               "device", "bf16", "model", "workers")}
     results = previous.get("results", {}) if previous.get("settings") == settings else {}
     for variant in args.variants.split(","):
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
@@ -203,8 +225,10 @@ def main() -> None:
                    "--data", args.data, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
                    "--lr", str(args.lr), "--eval-samples", str(args.eval_samples),
                    "--generation-max-length", str(args.generation_max_length), "--model", args.model,
-                   "--threads", str(args.threads), "--device", args.device, "--workers", str(args.workers)]
+                   "--threads", str(args.threads), "--device", args.device, "--workers", str(args.workers),
+                   "--max-duration", str(args.max_duration)]
         command += ["--bf16"] if args.bf16 else []
+        command += ["--zero-shot"] if args.zero_shot else []
         print(f"running {variant} ...", flush=True)
         subprocess.run(command, check=True, cwd=ROOT,
                        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)})

@@ -124,7 +124,7 @@ def speech_probabilities(audio: np.ndarray) -> np.ndarray:
     except ImportError as error:
         raise ModuleNotFoundError(
             "finding pauses needs Silero VAD from the optional package 'faster-whisper': "
-            "pip install faster-whisper (or the project's [ct2] extra)", name="faster_whisper"
+            "pip install faster-whisper (a dependency of finetune: reinstall it with pip install -e .)", name="faster_whisper"
         ) from error
     padded = np.pad(audio, (0, -audio.size % FRAME))
     return np.asarray(get_vad_model()(padded), dtype=np.float32).reshape(-1)

@@ -117,6 +117,7 @@ def pseudo_label(labeller: Any, processor: WhisperProcessor, train_set: Any, nor
     """
     if not hasattr(train_set, "column_names") or not hasattr(train_set, "__len__"):
         raise ValueError("pseudo_labels needs a sized training split: it does not work with streaming: true")
+    labeller.compute_metrics = None  # the given transcripts, if any, are not what is being measured
     output, elapsed = predict_in_order(labeller, train_set, "pseudo")
     transcripts, _ = decode_ids(output.predictions, output.label_ids, processor.tokenizer)
     given = [(new, old) for new, old in zip(transcripts, train_set["text"]) if old]
