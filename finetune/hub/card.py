@@ -571,11 +571,17 @@ def _limitations(facts: CardFacts, config: dict[str, Any], data_sources: list[Da
 def _whisper_window_limit(config: dict[str, Any]) -> str:
     """What a Whisper's window means for its users, as it was trained (fixed, short, or dynamic)."""
     seconds = round(config.get("max_source_positions", 1500) / 50)
-    if isinstance(config.get("finetune_dynamic_context"), dict):
+    marker = config.get("finetune_dynamic_context")
+    if isinstance(marker, dict):
+        trained = marker.get("trained_seconds")
+        pieces = (f"It learnt from recordings of up to {trained:g} s: give it longer ones in pieces of at most that, "
+                  "cut at pauses (as How to use shows, and as `finetune transcribe` and `finetune slu` do), not "
+                  "whole or walked by timestamps." if isinstance(trained, (int, float)) and trained < 30 else
+                  "Recordings longer than 30 s are best cut at pauses (`finetune transcribe` does), not walked by "
+                  "timestamps, which it was not trained to predict.")
         return ("It was trained at a dynamic encoder context (each batch at its own length) and keeps the full "
-                "30 s window, so pipeline(), CTranslate2 and faster-whisper run it at 30 s; `finetune transcribe` "
-                "runs each clip at its own length. It was not trained to predict timestamps: recordings longer than "
-                "30 s are best cut at pauses (`finetune transcribe` does), not walked by timestamps.")
+                "30 s window, so pipeline(), CTranslate2 and faster-whisper run it unchanged at 30 s; `finetune "
+                f"transcribe` runs each clip at its own length. {pieces}")
     if seconds < 30:
         return (f"The encoder sees {seconds} s of audio at a time. A longer clip given to pipeline() directly is "
                 f"lost beyond {seconds} s or repeated; `finetune transcribe` and `finetune slu` cut longer "

@@ -54,6 +54,10 @@ class SpokenCommandPipeline:
         chunk = getattr(asr.feature_extractor, "chunk_length", None)  # Whisper's window; CTC takes any length
         self.max_seconds = float(chunk) if chunk else None
         self.dynamic_step = _serve_context(asr.model, context) if self.max_seconds else None
+        if self.max_seconds is not None:  # a model trained on shorter recordings hears pieces of that length
+            from finetune.models.dynamic_context import serving_window_seconds
+
+            self.max_seconds = serving_window_seconds(asr.model.config, self.max_seconds)
 
     @classmethod
     def from_pretrained(cls, asr_model: str, intent_model: str, *, device: int | str | None = None,

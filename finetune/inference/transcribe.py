@@ -338,7 +338,7 @@ class Transcriber:
         A file whose speech runs longer than the window without a pause is reported with why and skipped,
         as an unreadable one is: never transcribed in part.
         """
-        window = self.context_s
+        window = dynamic_context.serving_window_seconds(self.pipe.model.config, self.context_s)
         queue: list[tuple[int, Piece, np.ndarray]] = []  # (file number, piece, its samples), not yet decoded
         parts: dict[int, list[tuple[Piece, dict[str, Any]]]] = {}
         left: dict[int, int] = {}  # pieces of each file still to decode

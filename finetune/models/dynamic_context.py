@@ -166,9 +166,25 @@ def last_encoder_frames(model: torch.nn.Module) -> int | None:
     return hooks.last_frames if hooks is not None else None
 
 
-def mark_trained(config: Any, step_seconds: float) -> None:
-    """Record in the model's config that it was trained (or tuned) to run at dynamic context."""
-    setattr(config, CONFIG_KEY, {"step_seconds": float(step_seconds)})
+def mark_trained(config: Any, step_seconds: float, longest_seconds: float | None = None) -> None:
+    """Record in the model's config that it was trained (or tuned) to run at dynamic context, and on
+    recordings up to how long (``longest_seconds``, rounded up to the step): served longer audio, it is
+    given pieces of at most that length (:func:`serving_window_seconds`)."""
+    marker: dict[str, float] = {"step_seconds": float(step_seconds)}
+    if longest_seconds is not None:
+        marker["trained_seconds"] = float(math.ceil(longest_seconds / step_seconds - 1e-9) * step_seconds)
+    setattr(config, CONFIG_KEY, marker)
+
+
+def serving_window_seconds(config: Any, window_seconds: float) -> float:
+    """The longest piece of a recording to give a model at once: its window, or, for a model trained at
+    dynamic context on shorter recordings, the longest it was trained on (a model that only ever heard
+    ten words stops after about ten, whatever its window)."""
+    value = getattr(config, CONFIG_KEY, None)
+    trained = value.get("trained_seconds") if isinstance(value, dict) else None
+    if isinstance(trained, (int, float)) and trained > 0:
+        return min(float(window_seconds), float(trained))
+    return float(window_seconds)
 
 
 def unmark(config: Any) -> None:

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from finetune.data.joining import ClipJoiningArguments
 from finetune.models import dynamic_context
 from finetune.models.lora import LoraArguments, apply_lora, merge_lora
 from finetune.models.speech_encoder import EncoderContextArguments, FreezeArguments
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 class WhisperFineTuning(WhisperTask):
     name = "asr_seq2seq"
-    option_classes = (WhisperArguments, EncoderContextArguments, FreezeArguments, LoraArguments)
+    option_classes = (WhisperArguments, EncoderContextArguments, FreezeArguments, LoraArguments, ClipJoiningArguments)
 
     def prepare(self, run: TaskRun) -> None:
         options = run.options
@@ -45,6 +46,7 @@ class WhisperFineTuning(WhisperTask):
         if options.data.max_duration_in_seconds > context:
             logger.info("clips longer than the encoder context (%d s) are bad rows", context)
         bound_clip_length(run, context)
+        run.state["window_seconds"] = context  # joined training recordings (join_clips) fit it
 
     def adapt_for_training(self, run: TaskRun, model: Any) -> Any:
         options = run.options

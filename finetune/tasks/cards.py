@@ -32,21 +32,31 @@ def asr_usage_python(repo_id: str, call_options: str) -> str:
 
 def whisper_usage_python(repo_id: str, config: dict) -> str:
     """The card's snippet for a Whisper as it was trained: a stock 30 s model walks long audio by its
-    timestamps; one trained at a short or dynamic context is given clips that fit its window, and longer
-    recordings (and, for a dynamic one, the faster path) go through finetune, which cuts them at pauses."""
+    timestamps; one trained at a short or dynamic context is given pieces no longer than what it learnt
+    from, cut at pauses (:func:`finetune.inference.pauses.split_at_pauses`), or goes through finetune's
+    Transcriber, which does the same batched (and, for a dynamic one, at each piece's own length)."""
+    from finetune.models.dynamic_context import serving_window_seconds
+
     window = round(config.get("max_source_positions", 1500) / 50)
     dynamic = isinstance(config.get("finetune_dynamic_context"), dict)
     if window >= 30 and not dynamic:
         return asr_usage_python(repo_id, "return_timestamps=True")
-    fits = ("a clip of up to 30 s (runs at the full 30 s; add chunk_length_s=30 for longer audio)" if dynamic
-            else f"a clip of at most {window} s: the encoder sees no more")
-    faster = "each clip at its own length, " if dynamic else ""
-    return (f'asr = pipeline("automatic-speech-recognition", model="{repo_id}")\n'
-            f'print(asr({{"raw": samples, "sampling_rate": 16000}}))  # {fits}\n\n'
-            f"# {faster}recordings of any length cut at pauses (pip install finetune)\n"
-            "from finetune import Transcriber\n"
+
+    class _Config:  # the saved config.json, read as the serving code reads a model's config
+        finetune_dynamic_context = config.get("finetune_dynamic_context")
+
+    pieces = f"{serving_window_seconds(_Config, window):g}"
+    return (f'from finetune.data.audio import load_audio  # pip install finetune: any format and rate\n'
+            f'from finetune.inference.pauses import split_at_pauses\n\n'
+            f'asr = pipeline("automatic-speech-recognition", model="{repo_id}")\n'
+            f'samples = load_audio("recording.flac", 16000)\n'
+            f'# pieces of at most {pieces} s (what the model learnt from), cut at pauses: no word cut or lost\n'
+            f'pieces = split_at_pauses(samples, 16000, window_seconds={pieces})\n'
+            f'print(" ".join(asr({{"raw": p.cut(samples), "sampling_rate": 16000}})["text"] for p in pieces))\n\n'
+            f'# the same, batched{", each piece at its own encoder length" if dynamic else ""}:\n'
+            f'from finetune import Transcriber\n'
             f'for result in Transcriber("{repo_id}")(["recording.flac"]):\n'
-            "    print(result.transcript.text)")
+            f'    print(result.transcript.text)')
 
 
 def asr_usage_cli(repo_id: str) -> str:

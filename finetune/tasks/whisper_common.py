@@ -14,6 +14,7 @@ import numpy as np
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from finetune.data.collators import IGNORE_INDEX, SpeechSeq2SeqCollator
+from finetune.data.joining import ClipJoiningArguments, add_joined_clips
 from finetune.data.report import BadRow, DataReport
 from finetune.data.speech import load_speech_split
 from finetune.evaluation.asr import (
@@ -50,6 +51,11 @@ class WhisperTask(Task):
         dataset, report = load_speech_split(data, split, sampling_rate=processor.feature_extractor.sampling_rate,
                                             source=source, max_samples=max_samples, materialize=not training,
                                             needs_text=self.reads_transcripts(run, training=training))
+        joining = run.options.groups.get(ClipJoiningArguments)
+        if training and report is not None and joining is not None:
+            window = run.state.get("window_seconds") or context_seconds(processor)
+            dataset = add_joined_clips(dataset, joining, sampling_rate=processor.feature_extractor.sampling_rate,
+                                       max_seconds=window, seed=run.options.training.seed)
         max_label_length = run.state.get("max_label_length") or model.config.max_target_positions
         tokenizer = processor.tokenizer
 
@@ -88,6 +94,10 @@ class WhisperTask(Task):
         """Save the decoding the run evaluated with (``generation_max_length``, ``generation_num_beams``)
         in the model's generation config, so ``finetune evaluate`` and ``pipeline()`` decode the same way."""
         args, generation = run.options.training, run.model.generation_config
+        step = dynamic_context.enabled_step_seconds(run.model)
+        durations = _durations(trainer.train_dataset)
+        if step is not None and durations:
+            dynamic_context.mark_trained(run.model.config, step, longest_seconds=max(durations))
         if getattr(args, "generation_max_length", None):
             generation.max_length = args.generation_max_length
         if getattr(args, "generation_num_beams", None):
@@ -131,6 +141,12 @@ class WhisperTask(Task):
 
     def usage_cli(self, repo_id: str) -> str:
         return asr_usage_cli(repo_id)
+
+
+def _durations(dataset: Any) -> list[float]:
+    """The training clips' durations, where the split holds them in memory (not streamed)."""
+    names = getattr(dataset, "column_names", None) or []
+    return [float(d) for d in dataset[DURATION_COLUMN]] if DURATION_COLUMN in names else []
 
 
 def bound_clip_length(run: TaskRun, seconds: float | None = None) -> None:

@@ -132,7 +132,14 @@ def test_dynamic_training_saves_a_stock_whisper_marked_for_dynamic_serving(
         monkey.undo()
     run = tmp_path / "run"
     saved = json.loads((run / "config.json").read_text())
-    assert saved["max_source_positions"] == 1500 and saved[dynamic_context.CONFIG_KEY] == {"step_seconds": 1.0}
+    marker = saved[dynamic_context.CONFIG_KEY]
+    assert saved["max_source_positions"] == 1500 and marker["step_seconds"] == 1.0
+    from finetune.config import DataArguments
+    from finetune.data.speech import load_speech_split
+
+    train, _ = load_speech_split(DataArguments(dataset_name="sample:fsdd"), "train", sampling_rate=16000,
+                                 max_samples=16)
+    assert marker["trained_seconds"] == np.ceil(max(train["duration"]))  # the longest clip, rounded up to 1 s
     assert WhisperProcessor.from_pretrained(run).feature_extractor.chunk_length == 30
     assert seen and max(seen) <= 300 and all(f % 100 == 0 for f in seen)  # FSDD clips: at most 3 s a batch
     args = json.loads((run / "training_args.json").read_text())
