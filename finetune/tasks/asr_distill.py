@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from finetune.config import ConfigError, ModelArguments
+from finetune.data.joining import ClipJoiningArguments
 from finetune.data.report import DataReport
 from finetune.data.text import Normalizer
 from finetune.evaluation.asr import ASR_METRICS
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 class WhisperDistillation(WhisperTask):
     name = "asr_distill"
-    option_classes = (DistillArguments, FreezeArguments, EncoderContextArguments)
+    option_classes = (DistillArguments, FreezeArguments, EncoderContextArguments, ClipJoiningArguments)
     uses_model_arguments = False  # the starting point is the teacher
     trainer_class = DistillationTrainer
     # distil-whisper keeps the copied encoder fixed; the teacher then reuses the student's encoder output
