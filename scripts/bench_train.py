@@ -114,7 +114,7 @@ def run_finetune(args: argparse.Namespace, output_dir: Path, extra: dict | None 
     settings = {
         **_device_settings(args),
         "task": "asr_seq2seq", "encoder_context_seconds": 2, "evaluate_before_training": False,
-        "dataset_name": args.data, "text_column_name": "transcript", "max_duration_in_seconds": args.max_duration,
+        "dataset_name": args.data, "text_column_name": args.text_column, "max_duration_in_seconds": args.max_duration,
         "on_bad_rows": "skip",  # FSDD's 2 training clips over 2 s (the baseline's 30 s holds them)
         "max_eval_samples": args.eval_samples,
         "output_dir": str(output_dir / "run"), "per_device_train_batch_size": args.batch_size,
@@ -131,7 +131,7 @@ def run_finetune(args: argparse.Namespace, output_dir: Path, extra: dict | None 
     from finetune.data.speech import load_speech_split
 
     longest = (extra or {}).get("max_duration_in_seconds", settings["max_duration_in_seconds"])
-    train, _ = load_speech_split(DataArguments(dataset_name=args.data, text_column_name="transcript",
+    train, _ = load_speech_split(DataArguments(dataset_name=args.data, text_column_name=args.text_column,
                                                max_duration_in_seconds=longest, on_bad_rows="skip"), "train",
                                  sampling_rate=16000)
     audio_seconds = sum(train["duration"]) / len(train) * args.steps * args.batch_size  # expected, shuffled
@@ -195,6 +195,7 @@ def main() -> None:
     parser.add_argument("--max-duration", type=float, default=2.0,
                         help="longest training clip for the fixed 2 s variants (finetune, finetune-lora)")
     parser.add_argument("--zero-shot", action="store_true", help="finetune-dynamic scores the base model first")
+    parser.add_argument("--text-column", default="transcript", help="the transcript column (finetune variants)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--bf16", action="store_true")
@@ -226,7 +227,7 @@ def main() -> None:
                    "--lr", str(args.lr), "--eval-samples", str(args.eval_samples),
                    "--generation-max-length", str(args.generation_max_length), "--model", args.model,
                    "--threads", str(args.threads), "--device", args.device, "--workers", str(args.workers),
-                   "--max-duration", str(args.max_duration)]
+                   "--max-duration", str(args.max_duration), "--text-column", args.text_column]
         command += ["--bf16"] if args.bf16 else []
         command += ["--zero-shot"] if args.zero_shot else []
         print(f"running {variant} ...", flush=True)
