@@ -179,8 +179,9 @@ def mark_trained(config: Any, step_seconds: float, longest_seconds: float | None
 def serving_window_seconds(config: Any, window_seconds: float) -> float:
     """The longest piece of a recording to give a model at once: its window, or, for a model trained at
     dynamic context on shorter recordings, the longest it was trained on (a model that only ever heard
-    ten words stops after about ten, whatever its window)."""
-    value = getattr(config, CONFIG_KEY, None)
+    ten words stops after about ten, whatever its window). ``config``: the model's config, or its
+    ``config.json`` as a dict."""
+    value = config.get(CONFIG_KEY) if isinstance(config, dict) else getattr(config, CONFIG_KEY, None)
     trained = value.get("trained_seconds") if isinstance(value, dict) else None
     if isinstance(trained, (int, float)) and trained > 0:
         return min(float(window_seconds), float(trained))

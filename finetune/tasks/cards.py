@@ -41,11 +41,7 @@ def whisper_usage_python(repo_id: str, config: dict) -> str:
     dynamic = isinstance(config.get("finetune_dynamic_context"), dict)
     if window >= 30 and not dynamic:
         return asr_usage_python(repo_id, "return_timestamps=True")
-
-    class _Config:  # the saved config.json, read as the serving code reads a model's config
-        finetune_dynamic_context = config.get("finetune_dynamic_context")
-
-    pieces = f"{serving_window_seconds(_Config, window):g}"
+    pieces = f"{serving_window_seconds(config, window):g}"
     return (f'from finetune.data.audio import load_audio  # pip install finetune: any format and rate\n'
             f'from finetune.inference.pauses import split_at_pauses\n\n'
             f'asr = pipeline("automatic-speech-recognition", model="{repo_id}")\n'
