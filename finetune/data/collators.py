@@ -33,8 +33,10 @@ class SpeechSeq2SeqCollator:
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         audio = [np.asarray(row["audio"], dtype=np.float32) for row in rows]
         extractor = self.processor.feature_extractor
+        # the mask goes to generate at evaluation: without it, generate warns that it cannot infer one
+        # (Whisper's pad and end tokens are the same); the encoder itself reads every frame
         batch = extractor(audio, sampling_rate=extractor.sampling_rate, return_tensors="pt",
-                          **dynamic_padding(extractor, audio, self.dynamic_step_seconds))
+                          return_attention_mask=True, **dynamic_padding(extractor, audio, self.dynamic_step_seconds))
         if "labels" in rows[0]:
             batch["labels"] = pad_labels([row["labels"] for row in rows], self.decoder_start_token_id)
         return batch
@@ -64,7 +66,8 @@ def pad_labels(sequences: list[list[int]], decoder_start_token_id: int | None = 
     longest = max(len(s) for s in sequences)
     labels = torch.full((len(sequences), longest), IGNORE_INDEX, dtype=torch.long)
     for i, sequence in enumerate(sequences):
-        labels[i, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
+        # a copy: rows read from Arrow are read-only arrays, which torch warns about sharing
+        labels[i, : len(sequence)] = torch.from_numpy(np.array(sequence, dtype=np.int64))
     return labels
 
 

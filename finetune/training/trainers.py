@@ -187,10 +187,48 @@ def build_trainer(base: type, *, max_batch_seconds: float | None = None, callbac
         if DURATION_COLUMN not in train_set.column_names:
             raise ConfigError("max_batch_seconds bounds batches by audio seconds, but this task's training rows "
                               "have no duration (it reads no audio): remove max_batch_seconds")
+    if kwargs.get("args") is not None and not accelerator_available():
+        kwargs["args"].dataloader_pin_memory = False  # pinned memory needs a GPU; torch warns on every loader
+    align_special_tokens(kwargs.get("model"), kwargs.get("processing_class"))
     cls = type(f"Finetune{base.__name__}", (DurationBatchingMixin, FiniteTrainingMixin, base), {})
     trainer = cls(callbacks=[MarkCompleteCallback(), *(callbacks or []), NonFiniteGuard()], **kwargs)
     trainer.max_batch_seconds = max_batch_seconds
     return trainer
+
+
+def accelerator_available() -> bool:
+    """Whether torch sees a GPU (or another accelerator) to pin memory for."""
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and hasattr(accelerator, "is_available"):
+        return bool(accelerator.is_available())
+    return torch.cuda.is_available()
+
+
+def align_special_tokens(model: Any, processing_class: Any) -> None:
+    """Give the model's config and generation config the tokenizer's BOS/EOS/PAD ids, as the Trainer would.
+
+    The tokenizer wrote the labels, so its ids are the right ones; doing it here, before the Trainer is
+    built, spares the user the Trainer's warning about it, which they cannot act on. An id list (several
+    EOS ids) gains the tokenizer's id and keeps the rest.
+    """
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    if model is None or tokenizer is None or not hasattr(model, "config"):
+        return
+    holders = [model.config.get_text_config(), getattr(model, "generation_config", None)]
+    for name in ("eos_token_id", "bos_token_id", "pad_token_id"):
+        wanted = getattr(tokenizer, name, None)
+        if wanted is None:
+            continue
+        for holder in holders:
+            if holder is None:
+                continue
+            current = getattr(holder, name, None)
+            if isinstance(current, list):
+                if wanted not in current:
+                    setattr(holder, name, [wanted, *current])
+            elif current != wanted:
+                logger.debug("%s: %s -> %s (the tokenizer's)", name, current, wanted)
+                setattr(holder, name, wanted)
 
 
 def predict_in_order(trainer: Any, dataset: Any, prefix: str) -> tuple[Any, float]:
