@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NoPauseError", "PauseOptions", "Piece", "join_texts", "speech_probabilities", "split_at_pauses"]
+__all__ = ["NoPauseError", "PauseOptions", "Piece", "VadOptions", "join_texts", "keep_speech", "speech_probabilities",
+           "split_at_pauses"]
 
 SAMPLING_RATE = 16_000  # the only rate Silero VAD (as faster-whisper ships it) takes
 FRAME = 512  # samples per VAD frame at 16 kHz
@@ -169,6 +170,42 @@ def split_at_pauses(audio: np.ndarray, sampling_rate: int, window_seconds: float
         start = cut
     pieces.append(Piece(start, length))
     return pieces
+
+
+@dataclass(frozen=True)
+class VadOptions:
+    """``vad=True`` in transcription: drop what the VAD calls non-speech before decoding (faster-whisper's
+    ``vad_filter``, with its names): Whisper, given silence or noise, tends to invent text."""
+
+    threshold: float = 0.5  # a frame is speech at or above this probability
+    speech_pad_ms: int = 400  # audio kept on each side of the first and last speech frame of a piece
+
+    def __post_init__(self) -> None:
+        if not 0.0 < float(self.threshold) < 1.0:
+            raise ValueError(f"vad threshold must be strictly between 0 and 1, got {self.threshold!r}")
+        if isinstance(self.speech_pad_ms, bool) or not isinstance(self.speech_pad_ms, int) or self.speech_pad_ms < 0:
+            raise ValueError(f"vad speech_pad_ms must be a whole number of milliseconds >= 0, got {self.speech_pad_ms!r}")
+
+
+def keep_speech(audio: np.ndarray, pieces: list[Piece], options: VadOptions | None = None,
+                sampling_rate: int = SAMPLING_RATE) -> list[Piece]:
+    """Each piece trimmed to its speech (first to last speech frame, ``speech_pad_ms`` either side);
+    pieces with no speech frame dropped. A silent recording gives ``[]``: nothing to decode."""
+    options = options or VadOptions()
+    if not pieces:
+        return []
+    samples = _check(audio, sampling_rate, max(p.duration_s(sampling_rate) for p in pieces), "<audio>")
+    speech = np.flatnonzero(speech_probabilities(samples) >= options.threshold)
+    pad = options.speech_pad_ms * sampling_rate // 1000
+    kept = []
+    for piece in pieces:
+        inside = speech[(speech * FRAME < piece.end) & ((speech + 1) * FRAME > piece.start)]
+        if inside.size == 0:
+            continue
+        start = max(piece.start, int(inside[0]) * FRAME - pad)
+        end = min(piece.end, (int(inside[-1]) + 1) * FRAME + pad)
+        kept.append(Piece(start, end))
+    return kept
 
 
 def join_texts(texts: list[str]) -> str:

@@ -303,3 +303,22 @@ def test_the_script_writes_an_audiofolder_split(script, tmp_path: Path) -> None:
     # and the same seed gives the same recording
     again = script.build_digit_recordings(tmp_path / "again")
     assert again["digits_minute"].read_bytes() == (tmp_path / "digits_minute.flac").read_bytes()
+
+
+def test_vad_keeps_each_piece_to_its_speech_and_drops_silence(ten) -> None:
+    audio = np.concatenate([np.zeros(3 * 16000, np.float32), ten.audio, np.zeros(3 * 16000, np.float32)])
+    whole = [Piece(0, len(audio))]
+    kept = pauses.keep_speech(audio, whole, pauses.VadOptions(speech_pad_ms=200))
+    assert len(kept) == 1
+    assert 2.5 * 16000 < kept[0].start < 3 * 16000  # the leading silence is gone, 0.2 s of pad kept
+    assert len(audio) - 3 * 16000 < kept[0].end < len(audio) - 2.5 * 16000
+    silence_then_speech = [Piece(0, 3 * 16000), Piece(3 * 16000, len(audio))]
+    assert [p.start >= 3 * 16000 for p in pauses.keep_speech(audio, silence_then_speech)] == [True]
+
+
+def test_vad_gives_nothing_to_decode_for_silence_or_noise() -> None:
+    noise = np.random.default_rng(0).normal(0, 0.01, 48000).astype(np.float32)
+    assert pauses.keep_speech(np.zeros(48000, np.float32), [Piece(0, 48000)]) == []
+    assert pauses.keep_speech(noise, [Piece(0, 48000)]) == []
+    with pytest.raises(ValueError, match="threshold"):
+        pauses.VadOptions(threshold=1.5)
