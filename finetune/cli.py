@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     slu.add_argument("--num-beams", type=int, default=1, help="ASR beam width (1: greedy, as training evaluates)")
     slu.add_argument("--context", choices=("auto", "dynamic", "full"), default="auto",
                      help="Whisper's encoder length (as for transcribe)")
+    _add_decoding_arguments(slu)
     slu.add_argument("--output", default=None, help="write the JSON to this file instead of stdout")
     slu.set_defaults(handler=_slu)
 
@@ -89,6 +90,47 @@ def build_parser() -> argparse.ArgumentParser:
     slu_eval.set_defaults(handler=_slu_evaluate)
     _add_publishing_verbs(verbs)
     return parser
+
+
+def _temperatures(text: str) -> float | tuple[float, ...]:
+    """``0.2`` -> 0.2; ``0,0.2,0.4`` -> (0.0, 0.2, 0.4), the fallback schedule."""
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or comma list of numbers: {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("give a number or a comma list of numbers")
+    return values[0] if len(values) == 1 and "," not in text else values
+
+
+def _add_decoding_arguments(command) -> None:
+    """Whisper decoding controls, as faster-whisper names them (transcribe and slu)."""
+    command.add_argument("--language", default=None,
+                         help="language spoken in the audio, e.g. en or english (default: the model's / detected)")
+    command.add_argument("--task", choices=("transcribe", "translate"), default="transcribe",
+                         help="transcribe, or translate the speech to English (multilingual Whisper only)")
+    command.add_argument("--initial-prompt", default=None,
+                         help="text to condition the first window on: names, spellings, style")
+    command.add_argument("--hotwords", default=None,
+                         help="hint words or phrases put into the prompt (before --initial-prompt)")
+    command.add_argument("--condition-on-previous-text", action="store_true",
+                         help="give each window the previous window's text as a prompt (sequential long-form)")
+    command.add_argument("--temperature", type=_temperatures, default=0.0,
+                         help="sampling temperature; a comma list (0,0.2,0.4,0.6,0.8,1.0) falls back to the next "
+                              "when a window fails the thresholds")
+    command.add_argument("--compression-ratio-threshold", type=float, default=None,
+                         help="treat a window whose text gzip-compresses better than this (e.g. 2.4) as failed")
+    command.add_argument("--log-prob-threshold", type=float, default=None,
+                         help="treat a window whose average token log-probability is below this (e.g. -1) as failed")
+    command.add_argument("--no-speech-threshold", type=float, default=None,
+                         help="a window with no-speech probability above this (e.g. 0.6) and log-probability below "
+                              "--log-prob-threshold is silence")
+
+
+def _decoding_options(args: argparse.Namespace) -> dict:
+    names = ("language", "task", "initial_prompt", "hotwords", "condition_on_previous_text", "temperature",
+             "compression_ratio_threshold", "log_prob_threshold", "no_speech_threshold")
+    return {name: getattr(args, name) for name in names}
 
 
 def _add_publishing_verbs(verbs) -> None:
@@ -123,6 +165,14 @@ def _add_publishing_verbs(verbs) -> None:
                             help="int8: dynamic int8 Linear layers, faster CPU decoding (see README for its WER)")
     transcribe.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                             help="progress bar (default: on a terminal, for more than one batch)")
+    _add_decoding_arguments(transcribe)
+    transcribe.add_argument("--vad", action="store_true",
+                            help="skip what Silero VAD calls non-speech (faster-whisper's vad_filter): silence "
+                                 "gives an empty transcript instead of invented text")
+    transcribe.add_argument("--vad-threshold", type=float, default=0.5,
+                            help="speech probability at or above which a 32 ms frame is speech (with --vad)")
+    transcribe.add_argument("--vad-speech-pad-ms", type=int, default=400,
+                            help="audio kept either side of the speech found (with --vad)")
     transcribe.set_defaults(handler=_transcribe)
 
     card = verbs.add_parser("card", help="(re)write README.md, the model card, from the saved results")
@@ -216,10 +266,17 @@ def _import_whisper(args: argparse.Namespace) -> int:
 
 
 def _slu(args: argparse.Namespace) -> int:
-    from finetune.inference.slu import run_slu
+    from finetune.inference.slu import SpokenCommandPipeline
+    from finetune.inference.transcribe import TranscribeOptions, decoding_kwargs
 
-    results = run_slu(args.asr, args.intent, args.audio, batch_size=args.batch_size,
-                      oos_threshold=args.oos_threshold, num_beams=args.num_beams, context=args.context)
+    decoding = TranscribeOptions(num_beams=args.num_beams, **_decoding_options(args))
+    slu = SpokenCommandPipeline.from_pretrained(args.asr, args.intent, batch_size=args.batch_size,
+                                                oos_threshold=args.oos_threshold, num_beams=args.num_beams,
+                                                context=args.context)
+    generate = decoding_kwargs(slu.asr, decoding, args.asr)
+    generate.pop("condition_on_prev_tokens", None)  # commands fit one window: nothing previous to condition on
+    slu.generate_kwargs.update(generate)
+    results = slu(list(args.audio))
     if args.output:
         from finetune.outputs import write_json
 
@@ -251,12 +308,15 @@ def _slu_evaluate(args: argparse.Namespace) -> int:
 
 def _transcribe(args: argparse.Namespace) -> int:
     from finetune.inference.formats import parse_formats
+    from finetune.inference.pauses import VadOptions
     from finetune.inference.transcribe import TranscribeOptions, transcribe_to
 
     options = TranscribeOptions(long_form=args.long_form, context=args.context, chunk_length_s=args.chunk_length, stride_length_s=args.stride,
                                 batch_size=args.batch_size, timestamps=args.timestamps, device=args.device,
                                 progress=args.progress, threads=args.threads, quantize=args.quantize,
-                                num_beams=args.num_beams, max_tokens_per_second=args.max_tokens_per_second)
+                                num_beams=args.num_beams, max_tokens_per_second=args.max_tokens_per_second,
+                                vad=args.vad, vad_options=VadOptions(args.vad_threshold, args.vad_speech_pad_ms),
+                                **_decoding_options(args))
     output_dir = Path(args.output_dir) if args.output_dir else None
     stats = transcribe_to(args.model, args.paths, options, parse_formats(args.format), output_dir)
     failed = f"; {stats.failed} unreadable file(s) skipped" if stats.failed else ""
@@ -299,9 +359,10 @@ def _export_ct2(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    for noisy in ("httpx", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # the project's own progress at INFO; other libraries only when they warn (matplotlib's font cache
+    # notice, HTTP clients' request lines are not for the user)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("finetune").setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

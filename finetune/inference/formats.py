@@ -107,7 +107,7 @@ def to_vtt(transcript: Transcript) -> str:
 
 def _cues(transcript: Transcript) -> list[Segment]:
     """Segments fit for subtitles: text stripped, empty ones dropped, end never before start."""
-    if not transcript.segments:
+    if not transcript.segments and transcript.text.strip():  # nothing said: an empty subtitle file
         raise ValueError(f"{transcript.source}: subtitles need timestamps; transcribe with timestamps on")
     cues = []
     for segment in transcript.segments:

@@ -50,7 +50,7 @@ from finetune.data.audio import AudioDecodeError, load_audio
 from finetune.data.collators import padded_samples
 from finetune.inference import streaming
 from finetune.inference.formats import Segment, Transcript
-from finetune.inference.pauses import NoPauseError, Piece, join_texts, split_at_pauses
+from finetune.inference.pauses import NoPauseError, Piece, VadOptions, join_texts, keep_speech, split_at_pauses
 from finetune.inference.quantize import QUANTIZE_MODES, quantize_for_cpu
 from finetune.models import dynamic_context
 
@@ -70,6 +70,9 @@ CUE_MAX_S = 7.0
 CUE_MAX_CHARS = 84
 STREAM_MIN_S = 120.0  # files longer than this are streamed; shorter ones are decoded whole
 STREAM_BLOCK_S = 10.0  # seconds of the file read (and resampled) at a time when streaming
+DECODING_TASKS = ("transcribe", "translate")
+DECODING_OPTIONS = ("language", "task", "initial_prompt", "hotwords", "condition_on_previous_text", "temperature",
+                    "compression_ratio_threshold", "log_prob_threshold", "no_speech_threshold")
 
 
 @dataclass
@@ -86,6 +89,10 @@ class TranscribeOptions:
     # Whisper's encoder length: "auto" runs each batch at its own length if the model was trained for it
     # (finetune.models.dynamic_context), "full" always at the model's window, "dynamic" forces the former
     context: str = "auto"
+    # drop what Silero VAD calls non-speech before decoding, as faster-whisper's vad_filter (Whisper only):
+    # a silent file gives an empty transcript; implies long_form="pauses"
+    vad: bool = False
+    vad_options: VadOptions = field(default_factory=VadOptions)
     chunk_length_s: float | None = None
     stride_length_s: float | None = None
     batch_size: int = 8
@@ -98,6 +105,16 @@ class TranscribeOptions:
     # clips that fit one window: at most this many new tokens a second of audio (+10), so a model caught in a
     # repetition loop stops early instead of running to 448 tokens; fast speech is ~5 Whisper tokens/s
     max_tokens_per_second: float | None = 10.0
+    # decoding controls as faster-whisper / openai-whisper name them (Whisper only), passed to generate
+    language: str | None = None  # "en", "english"...; None: the model's own (or detected, multilingual)
+    task: str = "transcribe"  # or "translate" (to English; multilingual models)
+    initial_prompt: str | None = None  # text the first window is conditioned on (spelling, style)
+    hotwords: str | None = None  # hint words put into the prompt (before initial_prompt)
+    condition_on_previous_text: bool = False  # sequential long-form: each window sees the previous text
+    temperature: float | tuple[float, ...] = 0.0  # a tuple: fall back through them when a window fails
+    compression_ratio_threshold: float | None = None  # gzip ratio above which a window is a failure
+    log_prob_threshold: float | None = None  # average log-probability below which a window is a failure
+    no_speech_threshold: float | None = None  # no-speech probability above which (with low logprob) = silence
 
     def __post_init__(self) -> None:
         if self.long_form not in LONG_FORM_MODES:
@@ -120,6 +137,39 @@ class TranscribeOptions:
             raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, got {self.quantize!r}")
         if self.stride_length_s is not None and self.stride_length_s < 0:
             raise ValueError(f"stride_length_s must be >= 0, got {self.stride_length_s}")
+        self._check_decoding()
+
+    def _check_decoding(self) -> None:
+        if self.task not in DECODING_TASKS:
+            raise ValueError(f"task must be one of {', '.join(DECODING_TASKS)}, got {self.task!r}")
+        if self.language is not None and not str(self.language).strip():
+            raise ValueError("language must be a language code or name such as 'en' or 'english', got ''")
+        temperatures = self.temperature if isinstance(self.temperature, (tuple, list)) else (self.temperature,)
+        if not temperatures:
+            raise ValueError("temperature must be a number or a non-empty list of numbers")
+        try:
+            values = tuple(float(t) for t in temperatures)
+        except (TypeError, ValueError):
+            raise ValueError(f"temperature must be a number or a list of numbers, got {self.temperature!r}") from None
+        if any(not math.isfinite(t) or t < 0 for t in values):
+            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
+        if isinstance(self.temperature, (tuple, list)):
+            self.temperature = values
+        if self.compression_ratio_threshold is not None and self.compression_ratio_threshold <= 0:
+            raise ValueError(f"compression_ratio_threshold must be positive, got {self.compression_ratio_threshold}")
+        if self.no_speech_threshold is not None:
+            if not 0 <= self.no_speech_threshold <= 1:
+                raise ValueError(f"no_speech_threshold is a probability in [0, 1], got {self.no_speech_threshold}")
+            if self.log_prob_threshold is None:
+                raise ValueError("no_speech_threshold needs log_prob_threshold too: a window counts as silence "
+                                 "only when its no-speech probability is high and its average log-probability low")
+        if self.log_prob_threshold is not None and self.log_prob_threshold > 0:
+            raise ValueError(f"log_prob_threshold is a log-probability (<= 0), got {self.log_prob_threshold}")
+
+    def decoding_set(self) -> list[str]:
+        """The decoding controls given a non-default value (names as in this dataclass)."""
+        defaults = TranscribeOptions.__dataclass_fields__
+        return [name for name in DECODING_OPTIONS if getattr(self, name) != defaults[name].default]
 
 
 @dataclass
@@ -191,6 +241,7 @@ class Transcriber:
             dynamic_context.enable_dynamic_context(self.pipe.model, self.dynamic_step)
         self.long_form = self._long_form()
         self.chunk_length_s, self.stride_length_s = self._window()
+        self.decoding = decoding_kwargs(self.pipe, self.options, self.model_path)
         if self.long_form == "sequential":
             streaming.install(self.pipe.model)
         if self.options.timestamps == "word" and self.is_whisper:
@@ -223,6 +274,14 @@ class Transcriber:
 
     def _long_form(self) -> str:
         mode = self.options.long_form
+        if self.options.vad:
+            if not self.is_whisper:
+                raise ValueError(f"{self.model_path}: vad is for Whisper models (a CTC model emits nothing for "
+                                 "silence)")
+            if mode not in ("auto", "pauses"):
+                raise ValueError(f"vad decodes the speech it finds piece by piece: long_form={mode} cannot be "
+                                 "used with it (leave long_form=auto)")
+            return "pauses"
         if not self.is_whisper:
             if mode in ("sequential", "pauses"):
                 raise ValueError(f"{self.model_path}: {mode} long-form decoding is for Whisper models; "
@@ -363,6 +422,8 @@ class Transcriber:
                 duration = len(audio) / self.sampling_rate
                 pieces = ([Piece(0, len(audio))] if duration <= window
                           else split_at_pauses(audio, self.sampling_rate, window, source=str(path)))
+                if self.options.vad:
+                    pieces = keep_speech(audio, pieces, self.options.vad_options, self.sampling_rate)
             except (AudioDecodeError, NoPauseError) as error:
                 order.append((number, path, 0.0, str(error)))
                 yield from finished()
@@ -446,6 +507,10 @@ class Transcriber:
             # + 10 tokens of slack + up to 4 prefix tokens (start, language, task, no-timestamps)
             budget = math.ceil(one_window_s * self.options.max_tokens_per_second) + 10 + 4
             generate["max_length"] = min(budget, self.pipe.model.config.max_target_positions)
+        for key, value in self.decoding.items():
+            if key == "condition_on_prev_tokens" and not (self.long_form == "sequential" and one_window_s is None):
+                continue  # transformers conditions on previous text only when walking a long input
+            generate[key] = value
         if generate:
             kwargs["generate_kwargs"] = generate
         return kwargs
@@ -753,6 +818,55 @@ def transcribe(model: str | Path, paths: Sequence[str | Path], options: Transcri
                stats: RunStats | None = None) -> Iterator[TranscriptionResult]:
     """One-shot helper: load the model and transcribe ``paths`` (files or folders)."""
     yield from Transcriber(model, options)(paths, stats)
+
+
+def decoding_kwargs(pipe, options: TranscribeOptions, model_path: str) -> dict[str, Any]:
+    """``generate`` arguments for the decoding controls set in ``options`` (none set: an empty dict), checked
+    against the model: Whisper only; a language other than English or translation needs a multilingual one."""
+    given = options.decoding_set()
+    if not given:
+        return {}
+    if getattr(pipe, "type", None) != "seq2seq_whisper":
+        raise ValueError(f"{model_path}: {', '.join(given)} are Whisper decoding options; a CTC model has none")
+    config = pipe.model.generation_config
+    multilingual = bool(getattr(config, "lang_to_id", None)) and getattr(config, "is_multilingual", True) is not False
+    generate: dict[str, Any] = {}
+    if options.language is not None:
+        language = _language_code(options.language)
+        if language != "en" and not multilingual:
+            raise ValueError(f"{model_path} is an English-only model: language={options.language!r} cannot be "
+                             "used (only English)")
+        if multilingual:
+            generate["language"] = language
+    if options.task == "translate":
+        if not multilingual:
+            raise ValueError(f"{model_path} is an English-only model: task='translate' needs a multilingual Whisper")
+        generate["task"] = "translate"
+    prompt = " ".join(t.strip() for t in (options.hotwords, options.initial_prompt) if t and t.strip())
+    if prompt:
+        generate["prompt_ids"] = pipe.tokenizer.get_prompt_ids(prompt, return_tensors="pt").to(pipe.model.device)
+    if options.condition_on_previous_text:
+        generate["condition_on_prev_tokens"] = True
+    if options.temperature != 0.0:
+        generate["temperature"] = options.temperature
+    for option, name in (("compression_ratio_threshold", "compression_ratio_threshold"),
+                         ("log_prob_threshold", "logprob_threshold"), ("no_speech_threshold", "no_speech_threshold")):
+        if getattr(options, option) is not None:
+            generate[name] = getattr(options, option)
+    return generate
+
+
+def _language_code(language: str) -> str:
+    """"en", "English", "<|en|>" -> "en"; an unknown language is a ValueError naming the option."""
+    from transformers.models.whisper import tokenization_whisper as whisper_tokens
+
+    name = language.strip().lower().removeprefix("<|").removesuffix("|>")
+    if name in whisper_tokens.LANGUAGES:
+        return name
+    if name in whisper_tokens.TO_LANGUAGE_CODE:
+        return whisper_tokens.TO_LANGUAGE_CODE[name]
+    raise ValueError(f"language={language!r} is not a Whisper language (a code such as 'en', 'fr' or a name such "
+                     "as 'english', 'french')")
 
 
 def _load_pipeline(model_path: str, device: str | None):
