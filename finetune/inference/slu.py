@@ -26,6 +26,7 @@ from finetune.inference.pauses import join_texts, split_at_pauses
 from finetune.models.consistency import check_pipeline_tokenizer
 from finetune.models.registry import resolve_model_path
 from finetune.models.text_classifier import oos_settings
+from finetune.models.whisper_generate import keep_token_ids_integer
 
 AudioInput = str | os.PathLike | np.ndarray | dict
 
@@ -73,6 +74,8 @@ class SpokenCommandPipeline:
                               model_kwargs=safetensors)
         for stage, name in ((asr, asr_model), (classifier, intent_model)):
             check_pipeline_tokenizer(stage, resolve_model_path(name))
+        if asr.type == "seq2seq_whisper":
+            keep_token_ids_integer(asr.model)
         return cls(asr, classifier, batch_size=batch_size, oos_threshold=oos_threshold, num_beams=num_beams,
                    context=context)
 

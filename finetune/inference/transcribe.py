@@ -53,6 +53,7 @@ from finetune.inference.formats import Segment, Transcript
 from finetune.inference.pauses import NoPauseError, Piece, VadOptions, join_texts, keep_speech, split_at_pauses
 from finetune.inference.quantize import QUANTIZE_MODES, quantize_for_cpu
 from finetune.models import dynamic_context
+from finetune.models.whisper_generate import keep_token_ids_integer
 
 logger = logging.getLogger(__name__)
 
@@ -233,6 +234,8 @@ class Transcriber:
             torch.set_num_threads(self.options.threads)
         self.pipe = _load_pipeline(self.model_path, self.options.device)
         self.pipe.model = quantize_for_cpu(self.pipe.model, self.options.quantize)
+        if self.pipe.type == "seq2seq_whisper":
+            keep_token_ids_integer(self.pipe.model)
         _StreamingPreprocess.install(self.pipe)
         self.sampling_rate = int(self.pipe.feature_extractor.sampling_rate)
         self.is_whisper = self.pipe.type == "seq2seq_whisper"
