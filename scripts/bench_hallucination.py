@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Hallucination guard: WER and hallucinated clips with default decoding and with the guards on.
+
+    python scripts/bench_hallucination.py --model offline:whisper-tiny.en \
+        --data ../shared/data/fsdd/test --out scripts/results/bench_hallucination_fsdd.json \
+        --setting defaults: \
+        --setting guarded:temperature=0,0.2,0.4,0.6,0.8,1.0;compression_ratio_threshold=2.4;log_prob_threshold=-1.0;no_speech_threshold=0.6
+
+``--data`` is an audiofolder (``metadata.csv`` with ``file_name`` and a transcript column). Each
+``--setting NAME:KEY=VALUE;...`` is one set of :class:`finetune.inference.transcribe.TranscribeOptions`
+fields (a comma list is a tuple, numbers are numbers); all settings run on the same clips in one process,
+one after the other, so their times compare.
+
+A clip counts as hallucinated when its normalized output holds a word its reference does not (a phrase
+not in the reference) or repeats itself: a word 2-gram occurring twice or more beyond the reference's
+count, or one word three times or more beyond it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import time
+from collections import Counter
+from pathlib import Path
+
+from finetune.data.text import scoring_normalizer
+from finetune.evaluation.metrics import asr_metrics
+from finetune.inference.transcribe import TranscribeOptions, Transcriber
+
+
+def parse_setting(spec: str) -> tuple[str, dict]:
+    """``name:key=value;key=value`` -> (name, TranscribeOptions keyword arguments)."""
+    name, _, body = spec.partition(":")
+    options: dict = {}
+    for item in filter(None, (part.strip() for part in body.split(";"))):
+        key, _, value = item.partition("=")
+        options[key.strip()] = _value(value.strip())
+    return name, options
+
+
+def _value(text: str):
+    if "," in text:
+        return tuple(_value(part) for part in text.split(","))
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def hallucinated(output: str, reference: str) -> bool:
+    """Whether ``output`` (normalized) holds a word ``reference`` lacks, or repeats itself beyond it."""
+    out, ref = output.split(), reference.split()
+    if set(out) - set(ref):
+        return True
+    extra_words = Counter(out) - Counter(ref)
+    extra_pairs = Counter(zip(out, out[1:])) - Counter(zip(ref, ref[1:]))
+    return any(n >= 3 for n in extra_words.values()) or any(n >= 2 for n in extra_pairs.values())
+
+
+def read_clips(folder: Path, text_column: str) -> list[tuple[Path, str]]:
+    with open(folder / "metadata.csv", newline="", encoding="utf-8") as handle:
+        rows = [(folder / row["file_name"], row[text_column]) for row in csv.DictReader(handle)]
+    return rows
+
+
+def run_setting(model: str, clips: list[tuple[Path, str]], options: dict, batch_size: int) -> dict:
+    normalize = scoring_normalizer("en")
+    transcriber = Transcriber(model, TranscribeOptions(batch_size=batch_size, progress=False, **options))
+    started = time.perf_counter()
+    texts = {result.source: (result.transcript.text if result.transcript else "")
+             for result in transcriber([path for path, _ in clips])}
+    seconds = time.perf_counter() - started
+    predictions = [texts.get(path, "") for path, _ in clips]
+    references = [text for _, text in clips]
+    flagged = [str(path.name) for (path, ref), out in zip(clips, predictions)
+               if hallucinated(normalize(out), normalize(ref))]
+    scores = asr_metrics(predictions, references)
+    return {"options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+            "clips": len(clips), "wer": round(scores["wer"], 4), "hallucinated_clips": len(flagged),
+            "seconds": round(seconds, 2), "seconds_per_clip": round(seconds / len(clips), 4),
+            "hallucinated_examples": flagged[:10]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", type=Path, required=True, help="audiofolder with metadata.csv")
+    parser.add_argument("--text-column", default="transcript")
+    parser.add_argument("--setting", action="append", required=True, help="NAME:KEY=VALUE;KEY=VALUE")
+    parser.add_argument("--limit", type=int, default=None, help="first N clips only")
+    parser.add_argument("--every", type=int, default=1, help="every N-th clip only (a spread over a sorted set)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    clips = read_clips(args.data, args.text_column)[::args.every][:args.limit]
+    results = {}
+    for spec in args.setting:
+        name, options = parse_setting(spec)
+        results[name] = run_setting(args.model, clips, options, args.batch_size)
+        print(name, json.dumps({k: v for k, v in results[name].items() if k != "hallucinated_examples"}))
+    import torch
+
+    report = {"machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+                         f"{torch.get_num_threads()} threads",
+              "model": args.model, "data": str(args.data), "rule": hallucinated.__doc__, "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
