@@ -860,16 +860,17 @@ def decoding_kwargs(pipe, options: TranscribeOptions, model_path: str) -> dict[s
 
 
 def _language_code(language: str) -> str:
-    """"en", "English", "<|en|>" -> "en"; an unknown language is a ValueError naming the option."""
-    from transformers.models.whisper import tokenization_whisper as whisper_tokens
+    """"en", "English", "<|en|>" -> "en" (:func:`finetune.data.text.language_code`); an unknown language is a
+    ValueError naming the option."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-    name = language.strip().lower().removeprefix("<|").removesuffix("|>")
-    if name in whisper_tokens.LANGUAGES:
-        return name
-    if name in whisper_tokens.TO_LANGUAGE_CODE:
-        return whisper_tokens.TO_LANGUAGE_CODE[name]
-    raise ValueError(f"language={language!r} is not a Whisper language (a code such as 'en', 'fr' or a name such "
-                     "as 'english', 'french')")
+    from finetune.data.text import language_code
+
+    code = language_code(language)
+    if code not in LANGUAGES:
+        raise ValueError(f"language={language!r} is not a Whisper language (a code such as 'en', 'fr' or a name such "
+                         "as 'english', 'french')")
+    return code
 
 
 def _load_pipeline(model_path: str, device: str | None):
