@@ -113,11 +113,12 @@ def _add_decoding_arguments(command) -> None:
                          help="text to condition the first window on: names, spellings, style")
     command.add_argument("--hotwords", default=None,
                          help="hint words or phrases put into the prompt (before --initial-prompt)")
-    command.add_argument("--condition-on-previous-text", action="store_true",
-                         help="give each window the previous window's text as a prompt (sequential long-form)")
-    command.add_argument("--temperature", type=_temperatures, default=0.0,
+    command.add_argument("--condition-on-previous-text", action=argparse.BooleanOptionalAction, default=None,
+                         help="give each window the previous window's text as a prompt (sequential long-form; "
+                              "default: as the model was saved, else off)")
+    command.add_argument("--temperature", type=_temperatures, default=None,
                          help="sampling temperature; a comma list (0,0.2,0.4,0.6,0.8,1.0) falls back to the next "
-                              "when a window fails the thresholds")
+                              "when a window fails the thresholds (default: as the model was saved, else 0)")
     command.add_argument("--compression-ratio-threshold", type=float, default=None,
                          help="treat a window whose text gzip-compresses better than this (e.g. 2.4) as failed")
     command.add_argument("--log-prob-threshold", type=float, default=None,

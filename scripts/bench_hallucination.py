@@ -11,15 +11,20 @@
 fields (a comma list is a tuple, numbers are numbers); all settings run on the same clips in one process,
 one after the other, so their times compare.
 
-A clip counts as hallucinated when its normalized output holds a word its reference does not (a phrase
-not in the reference) or repeats itself: a word 2-gram occurring twice or more beyond the reference's
-count, or one word three times or more beyond it.
+A clip counts as hallucinated when its normalized output holds a phrase not in the reference (two or
+more consecutive words, none of them in the reference: "thank you" for "seven") or repeats itself (a word
+2-gram occurring twice or more beyond the reference's count, or one word three times or more beyond it).
+A single misheard word ("sven" for "seven") is a recognition error, counted by WER, not a hallucination;
+the stricter count of clips holding any word not in the reference is reported beside it
+(``clips_with_foreign_words``). Each clip's output is kept in the report, so another rule can be applied
+without decoding again.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import platform
 import time
@@ -55,12 +60,13 @@ def _value(text: str):
 
 
 def hallucinated(output: str, reference: str) -> bool:
-    """Whether ``output`` (normalized) holds a word ``reference`` lacks, or repeats itself beyond it."""
+    """Whether ``output`` (normalized) holds a phrase ``reference`` lacks, or repeats itself beyond it."""
     out, ref = output.split(), reference.split()
-    if set(out) - set(ref):
+    known = set(ref)
+    if any(a not in known and b not in known for a, b in itertools.pairwise(out)):
         return True
     extra_words = Counter(out) - Counter(ref)
-    extra_pairs = Counter(zip(out, out[1:])) - Counter(zip(ref, ref[1:]))
+    extra_pairs = Counter(itertools.pairwise(out)) - Counter(itertools.pairwise(ref))
     return any(n >= 3 for n in extra_words.values()) or any(n >= 2 for n in extra_pairs.values())
 
 
@@ -79,13 +85,16 @@ def run_setting(model: str, clips: list[tuple[Path, str]], options: dict, batch_
     seconds = time.perf_counter() - started
     predictions = [texts.get(path, "") for path, _ in clips]
     references = [text for _, text in clips]
-    flagged = [str(path.name) for (path, ref), out in zip(clips, predictions)
-               if hallucinated(normalize(out), normalize(ref))]
+    pairs = [(normalize(out), normalize(ref)) for out, ref in zip(predictions, references)]
+    flagged = [str(path.name) for (path, _), (out, ref) in zip(clips, pairs) if hallucinated(out, ref)]
+    foreign = sum(bool(set(out.split()) - set(ref.split())) for out, ref in pairs)
     scores = asr_metrics(predictions, references)
     return {"options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
             "clips": len(clips), "wer": round(scores["wer"], 4), "hallucinated_clips": len(flagged),
+            "clips_with_foreign_words": foreign,
             "seconds": round(seconds, 2), "seconds_per_clip": round(seconds / len(clips), 4),
-            "hallucinated_examples": flagged[:10]}
+            "hallucinated_examples": flagged[:10],
+            "outputs": {path.name: out for (path, _), out in zip(clips, predictions)}}
 
 
 def main() -> None:
@@ -105,19 +114,19 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     clips = read_clips(args.data, args.text_column)[::args.every][:args.limit]
-    results = {}
+    import torch
+
+    machine = f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    results: dict = {}
     for spec in args.setting:
         name, options = parse_setting(spec)
         results[name] = run_setting(args.model, clips, options, args.batch_size)
-        print(name, json.dumps({k: v for k, v in results[name].items() if k != "hallucinated_examples"}))
-    import torch
-
-    report = {"machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-                         f"{torch.get_num_threads()} threads",
-              "model": args.model, "data": str(args.data), "rule": hallucinated.__doc__, "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-
+        print(name, json.dumps({k: v for k, v in results[name].items()
+                                if k not in ("hallucinated_examples", "outputs")}))
+        report = {"machine": machine, "model": args.model, "data": str(args.data), "rule": hallucinated.__doc__,
+                  "results": results}
+        args.out.parent.mkdir(parents=True, exist_ok=True)  # after each setting: a long run keeps what it did
+        args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
 
 if __name__ == "__main__":
     main()

@@ -172,6 +172,7 @@ def render_model_card(model_dir: Path, *, repo_id: str | None = None, license: s
         **_results_context(results, facts, eval_source, model_dir),
         "usage_python": task.usage_python(name, config),
         "usage_cli": task.usage_cli(name),
+        "decoding_text": _decoding_text(generation),
         "intended_use": _intended_use(facts, dataset_source, language, roots),
         "limitations": _limitations(facts, config, data_sources, results, history),
         "training_data": _training_data_text(dataset_source, run_config, data_sources, roots),
@@ -566,6 +567,19 @@ def _limitations(facts: CardFacts, config: dict[str, Any], data_sources: list[Da
                      f"(the run was resumed with changed settings): neither {RUN_CONFIG} nor the earlier config in "
                      f"{RUN_CONFIG_HISTORY} alone describes how these weights were trained.")
     return items
+
+
+def _decoding_text(generation: dict[str, Any]) -> str:
+    """The decoding a Whisper was saved with (:mod:`finetune.models.decoding_defaults`), as the call that
+    applies it with ``pipeline()``."""
+    from finetune.models.decoding_defaults import saved_decoding
+
+    saved = saved_decoding(generation)
+    if not saved:
+        return ""
+    return ("It was meant to be decoded with these settings (saved in `generation_config.json` as "
+            "`finetune_decoding`; `finetune transcribe` applies them, `pipeline()` takes them per call):\n\n"
+            f'```python\nprint(asr("recording.flac", generate_kwargs={saved!r}))\n```')
 
 
 def _whisper_window_limit(config: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from finetune.outputs import write_text
@@ -25,38 +25,69 @@ TIMED_FORMATS = frozenset({"srt", "vtt"})
 
 
 @dataclass
+class Scores:
+    """How sure the model is of a stretch of text (:mod:`finetune.inference.scores` computes them):
+    faster-whisper's ``avg_logprob``, ``no_speech_prob`` and ``compression_ratio``; ``tokens`` scored;
+    ``words``: (word, probability) in order."""
+
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    tokens: int = 0
+    words: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"avg_logprob": round(self.avg_logprob, 4), "no_speech_prob": round(self.no_speech_prob, 4),
+                "compression_ratio": round(self.compression_ratio, 4)}
+
+
+@dataclass
 class Segment:
-    """A stretch of speech: start/end in seconds from the start of the recording."""
+    """A stretch of speech: start/end in seconds from the start of the recording. A timed word is a
+    segment too, with its ``probability`` once scored; a segment's own ``scores`` are set once scored."""
 
     start: float
     end: float
     text: str
+    probability: float | None = None
+    scores: Scores | None = None
+
+    def to_dict(self) -> dict:
+        data: dict = {"start": round(self.start, 3), "end": round(self.end, 3), "text": self.text}
+        if self.probability is not None:
+            data["probability"] = self.probability
+        if self.scores is not None:
+            data.update(self.scores.to_dict())
+        return data
 
 
 @dataclass
 class Transcript:
-    """What one recording became; ``words`` is filled only when word timestamps were asked for."""
+    """What one recording became; ``words`` is filled only when word timestamps were asked for; language
+    and scores only when the transcript was scored (JSON output, or ``TranscribeOptions.scores``)."""
 
     source: str
     text: str
     duration: float
     segments: list[Segment] = field(default_factory=list)
     words: list[Segment] = field(default_factory=list)
+    language: str | None = None
+    language_probability: float | None = None  # set when the language was detected, not given
+    scores: Scores | None = None
 
     def to_dict(self) -> dict:
-        return {
-            "source": self.source,
-            "text": self.text,
-            "duration": round(self.duration, 3),
-            "segments": [_rounded(s) for s in self.segments],
-            **({"words": [_rounded(w) for w in self.words]} if self.words else {}),
-        }
-
-
-def _rounded(segment: Segment) -> dict:
-    data = asdict(segment)
-    data["start"], data["end"] = round(segment.start, 3), round(segment.end, 3)
-    return data
+        data: dict = {"source": self.source, "text": self.text, "duration": round(self.duration, 3)}
+        if self.language is not None:
+            data["language"] = self.language
+            data["language_probability"] = (None if self.language_probability is None
+                                            else round(self.language_probability, 4))
+        if self.scores is not None:
+            data.update(self.scores.to_dict())
+            data["word_probabilities"] = [{"word": word, "probability": p} for word, p in self.scores.words]
+        data["segments"] = [s.to_dict() for s in self.segments]
+        if self.words:
+            data["words"] = [w.to_dict() for w in self.words]
+        return data
 
 
 def parse_formats(spec: str | Iterable[str]) -> list[str]:

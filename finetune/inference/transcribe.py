@@ -52,7 +52,9 @@ from finetune.inference import streaming
 from finetune.inference.formats import Segment, Transcript
 from finetune.inference.pauses import NoPauseError, Piece, VadOptions, join_texts, keep_speech, split_at_pauses
 from finetune.inference.quantize import QUANTIZE_MODES, quantize_for_cpu
+from finetune.inference.scores import TranscriptScorer
 from finetune.models import dynamic_context
+from finetune.models.decoding_defaults import check_decoding_values, saved_decoding, with_scored_temperature
 from finetune.models.whisper_generate import keep_token_ids_integer
 
 logger = logging.getLogger(__name__)
@@ -111,11 +113,12 @@ class TranscribeOptions:
     task: str = "transcribe"  # or "translate" (to English; multilingual models)
     initial_prompt: str | None = None  # text the first window is conditioned on (spelling, style)
     hotwords: str | None = None  # hint words put into the prompt (before initial_prompt)
-    condition_on_previous_text: bool = False  # sequential long-form: each window sees the previous text
-    temperature: float | tuple[float, ...] = 0.0  # a tuple: fall back through them when a window fails
+    condition_on_previous_text: bool | None = None  # sequential long-form: each window sees the previous text
+    temperature: float | tuple[float, ...] | None = None  # a tuple: fall back; None: as the model was saved, or 0
     compression_ratio_threshold: float | None = None  # gzip ratio above which a window is a failure
     log_prob_threshold: float | None = None  # average log-probability below which a window is a failure
     no_speech_threshold: float | None = None  # no-speech probability above which (with low logprob) = silence
+    scores: bool = False  # Whisper: language, avg_logprob, no_speech_prob, compression_ratio, word probabilities
 
     def __post_init__(self) -> None:
         if self.long_form not in LONG_FORM_MODES:
@@ -145,27 +148,10 @@ class TranscribeOptions:
             raise ValueError(f"task must be one of {', '.join(DECODING_TASKS)}, got {self.task!r}")
         if self.language is not None and not str(self.language).strip():
             raise ValueError("language must be a language code or name such as 'en' or 'english', got ''")
-        temperatures = self.temperature if isinstance(self.temperature, (tuple, list)) else (self.temperature,)
-        if not temperatures:
-            raise ValueError("temperature must be a number or a non-empty list of numbers")
-        try:
-            values = tuple(float(t) for t in temperatures)
-        except (TypeError, ValueError):
-            raise ValueError(f"temperature must be a number or a list of numbers, got {self.temperature!r}") from None
-        if any(not math.isfinite(t) or t < 0 for t in values):
-            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
+        check_decoding_values(self.temperature, self.compression_ratio_threshold, self.log_prob_threshold,
+                              self.no_speech_threshold)
         if isinstance(self.temperature, (tuple, list)):
-            self.temperature = values
-        if self.compression_ratio_threshold is not None and self.compression_ratio_threshold <= 0:
-            raise ValueError(f"compression_ratio_threshold must be positive, got {self.compression_ratio_threshold}")
-        if self.no_speech_threshold is not None:
-            if not 0 <= self.no_speech_threshold <= 1:
-                raise ValueError(f"no_speech_threshold is a probability in [0, 1], got {self.no_speech_threshold}")
-            if self.log_prob_threshold is None:
-                raise ValueError("no_speech_threshold needs log_prob_threshold too: a window counts as silence "
-                                 "only when its no-speech probability is high and its average log-probability low")
-        if self.log_prob_threshold is not None and self.log_prob_threshold > 0:
-            raise ValueError(f"log_prob_threshold is a log-probability (<= 0), got {self.log_prob_threshold}")
+            self.temperature = tuple(float(t) for t in self.temperature)
 
     def decoding_set(self) -> list[str]:
         """The decoding controls given a non-default value (names as in this dataclass)."""
@@ -247,12 +233,29 @@ class Transcriber:
         self.decoding = decoding_kwargs(self.pipe, self.options, self.model_path)
         if self.long_form == "sequential":
             streaming.install(self.pipe.model)
+        self.scorer = self._scorer()
         if self.options.timestamps == "word" and self.is_whisper:
             if not getattr(self.pipe.model.generation_config, "alignment_heads", None):
                 raise ValueError(
                     f"{self.model_path}: word timestamps need 'alignment_heads' in generation_config.json "
                     "(the cross-attention heads that follow the audio); use timestamps=segment instead"
                 )
+
+    def _scorer(self) -> TranscriptScorer | None:
+        """What fills in confidence figures, when asked for and the model is a Whisper (CTC models have none)."""
+        if not (self.options.scores and self.is_whisper):
+            return None
+        language = _language_code(self.options.language) if self.options.language is not None else None
+        return TranscriptScorer(self.pipe, language=language, task=self.options.task,
+                                prompt_ids=self.decoding.get("prompt_ids"), step_seconds=self.dynamic_step)
+
+    def _scored(self, transcript: Transcript, audio: Any, windows: list[Segment] | None = None,
+                timed: list[Segment] | None = None) -> Transcript:
+        """``transcript`` with its scores filled in (when asked for); ``windows``: the stretches it was
+        decoded in, when known (pieces cut at pauses); ``timed``: the pipeline's timestamped chunks."""
+        if self.scorer is not None:
+            self.scorer.score(transcript, audio, windows, timed)
+        return transcript
 
     def _dynamic_step(self) -> float | None:
         """The step a Whisper runs at dynamic context with here, or None (its full window)."""
@@ -369,7 +372,7 @@ class Transcriber:
     def _decode(self, files: list[Path], stats: RunStats, batch_size: int,
                 call_kwargs: dict[str, Any]) -> Iterator[TranscriptionResult]:
         """Stream ``files`` through the pipeline in order; audio is decoded lazily, one file at a time."""
-        pending: deque[tuple[Path, float]] = deque()
+        pending: deque[tuple[Path, float, Any]] = deque()  # path, seconds, its audio (kept to score it)
         failures: deque[TranscriptionResult] = deque()  # bad files, reported in their place in the order
         order: deque[Path] = deque(files)
 
@@ -380,17 +383,19 @@ class Transcriber:
                 except AudioDecodeError as error:
                     failures.append(TranscriptionResult(path, error=str(error)))
                     continue
-                pending.append((path, len(audio) / self.sampling_rate))
+                pending.append((path, len(audio) / self.sampling_rate, audio if self.scorer else None))
                 yield {"raw": audio, "sampling_rate": self.sampling_rate}
 
         for output in self.pipe(inputs(), batch_size=batch_size, **call_kwargs):
-            path, duration = pending.popleft()
+            path, duration, audio = pending.popleft()
             yield from self._flush(order, failures, stats, until=path)
             order.popleft()
             stats.files += 1
             stats.audio_seconds += duration
             stats.wall_seconds = time.perf_counter() - stats.started
-            yield TranscriptionResult(path, transcript=self._transcript(path, output, duration))
+            transcript = self._scored(self._transcript(path, output, duration), audio,
+                                      timed=_timed_chunks(output.get("chunks") or [], duration))
+            yield TranscriptionResult(path, transcript=transcript)
         yield from self._flush(order, failures, stats, until=None)
 
     def _decode_in_pieces(self, files: list[Path], stats: RunStats) -> Iterator[TranscriptionResult]:
@@ -405,6 +410,7 @@ class Transcriber:
         parts: dict[int, list[tuple[Piece, dict[str, Any]]]] = {}
         left: dict[int, int] = {}  # pieces of each file still to decode
         order: deque[tuple[int, Path, float, str | None]] = deque()  # file number, path, duration, error
+        audios: dict[int, np.ndarray] = {}  # files waiting for their pieces, kept to score them
 
         def finished() -> Iterator[TranscriptionResult]:
             while order and (order[0][3] is not None or left[order[0][0]] == 0):
@@ -417,7 +423,12 @@ class Transcriber:
                 stats.files += 1
                 stats.audio_seconds += duration
                 stats.wall_seconds = time.perf_counter() - stats.started
-                yield TranscriptionResult(path, transcript=self._joined(path, parts.pop(number, []), duration))
+                pieces = parts.pop(number, [])
+                rate = self.sampling_rate
+                windows = [Segment(piece.start_s(rate), piece.end_s(rate), " ".join(str(output.get("text", "")).split()))
+                           for piece, output in pieces]
+                transcript = self._scored(self._joined(path, pieces, duration), audios.pop(number, None), windows)
+                yield TranscriptionResult(path, transcript=transcript)
 
         for number, path in enumerate(files):
             try:
@@ -432,6 +443,8 @@ class Transcriber:
                 yield from finished()
                 continue
             order.append((number, path, duration, None))
+            if self.scorer is not None:
+                audios[number] = audio
             left[number] = len(pieces)
             queue.extend((number, piece, piece.cut(audio)) for piece in pieces)
             while len(queue) >= self.options.batch_size:
@@ -824,16 +837,17 @@ def transcribe(model: str | Path, paths: Sequence[str | Path], options: Transcri
 
 
 def decoding_kwargs(pipe, options: TranscribeOptions, model_path: str) -> dict[str, Any]:
-    """``generate`` arguments for the decoding controls set in ``options`` (none set: an empty dict), checked
-    against the model: Whisper only; a language other than English or translation needs a multilingual one."""
+    """``generate`` arguments: the decoding the model was saved with (:mod:`finetune.models.decoding_defaults`),
+    with the controls set in ``options`` on top (none of either: an empty dict), checked against the model:
+    Whisper only; a language other than English or translation needs a multilingual one."""
     given = options.decoding_set()
-    if not given:
-        return {}
     if getattr(pipe, "type", None) != "seq2seq_whisper":
-        raise ValueError(f"{model_path}: {', '.join(given)} are Whisper decoding options; a CTC model has none")
+        if given:
+            raise ValueError(f"{model_path}: {', '.join(given)} are Whisper decoding options; a CTC model has none")
+        return {}
     config = pipe.model.generation_config
     multilingual = bool(getattr(config, "lang_to_id", None)) and getattr(config, "is_multilingual", True) is not False
-    generate: dict[str, Any] = {}
+    generate: dict[str, Any] = saved_decoding(config)  # what the model was saved with; the options below win
     if options.language is not None:
         language = _language_code(options.language)
         if language != "en" and not multilingual:
@@ -848,15 +862,15 @@ def decoding_kwargs(pipe, options: TranscribeOptions, model_path: str) -> dict[s
     prompt = " ".join(t.strip() for t in (options.hotwords, options.initial_prompt) if t and t.strip())
     if prompt:
         generate["prompt_ids"] = pipe.tokenizer.get_prompt_ids(prompt, return_tensors="pt").to(pipe.model.device)
-    if options.condition_on_previous_text:
-        generate["condition_on_prev_tokens"] = True
-    if options.temperature != 0.0:
+    if options.condition_on_previous_text is not None:
+        generate["condition_on_prev_tokens"] = options.condition_on_previous_text
+    if options.temperature is not None:
         generate["temperature"] = options.temperature
     for option, name in (("compression_ratio_threshold", "compression_ratio_threshold"),
                          ("log_prob_threshold", "logprob_threshold"), ("no_speech_threshold", "no_speech_threshold")):
         if getattr(options, option) is not None:
             generate[name] = getattr(options, option)
-    return generate
+    return with_scored_temperature(generate)
 
 
 def _language_code(language: str) -> str:
@@ -948,6 +962,8 @@ def transcribe_to(model: str | Path, paths: Sequence[str | Path], options: Trans
         raise ValueError("printing to the terminal takes one --format; give --output-dir to write several")
     if TIMED_FORMATS & set(formats) and options.timestamps == "none":
         options.timestamps = "segment"  # subtitles need times
+    if "json" in formats:
+        options.scores = True  # JSON carries the language and confidence figures (Whisper)
     transcriber = Transcriber(model, options)
     files = find_audio_files(paths)
     stems = output_stems(files, output_dir) if output_dir is not None else {}

@@ -21,6 +21,7 @@ from finetune.data.report import DataReport
 from finetune.data.text import Normalizer
 from finetune.evaluation.asr import ASR_METRICS
 from finetune.models import dynamic_context
+from finetune.models.decoding_defaults import DecodingArguments
 from finetune.models.distill import (
     DistillArguments,
     DistillationTrainer,
@@ -39,7 +40,8 @@ logger = logging.getLogger(__name__)
 
 class WhisperDistillation(WhisperTask):
     name = "asr_distill"
-    option_classes = (DistillArguments, FreezeArguments, EncoderContextArguments, ClipJoiningArguments)
+    option_classes = (DistillArguments, FreezeArguments, EncoderContextArguments, ClipJoiningArguments,
+                      DecodingArguments)
     uses_model_arguments = False  # the starting point is the teacher
     trainer_class = DistillationTrainer
     # distil-whisper keeps the copied encoder fixed; the teacher then reuses the student's encoder output

@@ -12,6 +12,7 @@ from typing import Any
 
 from finetune.data.joining import ClipJoiningArguments
 from finetune.models import dynamic_context
+from finetune.models.decoding_defaults import DecodingArguments
 from finetune.models.lora import LoraArguments, apply_lora, merge_lora
 from finetune.models.speech_encoder import EncoderContextArguments, FreezeArguments
 from finetune.models.whisper import (
@@ -32,7 +33,8 @@ logger = logging.getLogger(__name__)
 
 class WhisperFineTuning(WhisperTask):
     name = "asr_seq2seq"
-    option_classes = (WhisperArguments, EncoderContextArguments, FreezeArguments, LoraArguments, ClipJoiningArguments)
+    option_classes = (WhisperArguments, EncoderContextArguments, FreezeArguments, LoraArguments, ClipJoiningArguments,
+                      DecodingArguments)
 
     def prepare(self, run: TaskRun) -> None:
         options = run.options

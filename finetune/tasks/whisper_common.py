@@ -24,6 +24,7 @@ from finetune.evaluation.asr import (
     transcript_metrics,
 )
 from finetune.models import dynamic_context
+from finetune.models.decoding_defaults import DecodingArguments, save_decoding_defaults
 from finetune.models.whisper import context_seconds, load_whisper, model_language
 from finetune.tasks.base import ASR_TRAINER_DEFAULTS, Scores, Task, TaskRun
 from finetune.tasks.cards import ASR_CARD, asr_usage_cli, whisper_usage_python
@@ -91,8 +92,9 @@ class WhisperTask(Task):
         return {"data_collator": collator, "processing_class": run.processor, "compute_metrics": compute_metrics}
 
     def finish_training(self, run: TaskRun, trainer: Any) -> dict[str, Any]:
-        """Save the decoding the run evaluated with (``generation_max_length``, ``generation_num_beams``)
-        in the model's generation config, so ``finetune evaluate`` and ``pipeline()`` decode the same way."""
+        """Save the decoding the run evaluated with (``generation_max_length``, ``generation_num_beams``) and
+        the decoding defaults it was given (:mod:`finetune.models.decoding_defaults`) in the model's
+        generation config, so ``finetune evaluate``, ``transcribe`` and ``pipeline()`` decode the same way."""
         args, generation = run.options.training, run.model.generation_config
         step = dynamic_context.enabled_step_seconds(run.model)
         durations = _durations(trainer.train_dataset)
@@ -102,6 +104,8 @@ class WhisperTask(Task):
             generation.max_length = args.generation_max_length
         if getattr(args, "generation_num_beams", None):
             generation.num_beams = args.generation_num_beams
+        if DecodingArguments in run.options.groups:
+            save_decoding_defaults(generation, run.options[DecodingArguments])
         return {}
 
     def score(self, run: TaskRun, trainer: Any, dataset: Any, prefix: str) -> Scores:

@@ -46,9 +46,16 @@ def _config(tmp_path: Path, model_dir: Path, **overrides) -> Path:
 
 @pytest.mark.slow
 def test_train_saves_a_pipeline_ready_model_with_results(tmp_path: Path, tiny_whisper_dir: Path) -> None:
-    config = _config(tmp_path, tiny_whisper_dir, evaluate_before_training=True)
+    config = _config(tmp_path, tiny_whisper_dir, evaluate_before_training=True,
+                     temperature_fallback=[0.0, 0.4], log_prob_threshold=-1.0, no_speech_threshold=0.6)
     assert main(["train", str(config)]) == 0
     run = tmp_path / "run"
+    generation = json.loads((run / "generation_config.json").read_text())  # the intended decoding, saved
+    intended = {"temperature": [0.0, 0.4], "logprob_threshold": -1.0, "no_speech_threshold": 0.6}
+    assert generation["finetune_decoding"] == intended
+    card = (run / "README.md").read_text()
+    snippet = "generate_kwargs={'temperature': (0.0, 0.4), 'logprob_threshold': -1.0, 'no_speech_threshold': 0.6}"
+    assert snippet in card
     assert (run / "model.safetensors").is_file() and not list(run.glob("*.bin"))
     results = json.loads((run / "eval_results.json").read_text())
     assert results["num_samples"] == 8 and 0 <= results["wer"] and "zero_shot" in results
@@ -67,6 +74,9 @@ def test_train_saves_a_pipeline_ready_model_with_results(tmp_path: Path, tiny_wh
     asr = pipeline("automatic-speech-recognition", model=str(run))
     out = asr({"raw": np.zeros(16000, dtype=np.float32), "sampling_rate": 16000})
     assert isinstance(out["text"], str)
+    guarded = asr({"raw": np.zeros(16000, dtype=np.float32), "sampling_rate": 16000},  # the card's call
+                  generate_kwargs={"temperature": (0.0, 0.4), "logprob_threshold": -1.0, "no_speech_threshold": 0.6})
+    assert isinstance(guarded["text"], str)
 
 
 @pytest.mark.slow
