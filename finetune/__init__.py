@@ -4,14 +4,21 @@
 
     results = finetune.train("configs/quickstart.yaml", max_steps=50)     # or a dict of config keys
     scores = finetune.evaluate("outputs/quickstart", "sample:fsdd", split="test")
-    text = finetune.Transcriber("outputs/quickstart").transcribe(["clip.flac"])
+    for result in finetune.Transcriber("outputs/quickstart")(["clip.flac"]):
+        print(result.transcript.text)
 
-The heavy imports (torch, transformers) happen on first use, so ``import finetune`` stays cheap.
+The heavy imports (torch, transformers) happen on first use, so ``import finetune`` stays cheap. Importing
+any part of the package filters one transformers notice about Whisper's own generate arguments
+(:mod:`finetune.models.generate_notices`), so a user's own ``pipeline()`` beside it is quiet too.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from finetune.models import generate_notices
+
+generate_notices.install()
 
 __version__ = "0.1.0"
 __all__ = [

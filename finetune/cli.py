@@ -267,17 +267,12 @@ def _import_whisper(args: argparse.Namespace) -> int:
 
 
 def _slu(args: argparse.Namespace) -> int:
-    from finetune.inference.slu import SpokenCommandPipeline
-    from finetune.inference.transcribe import TranscribeOptions, decoding_kwargs
+    from finetune.inference.slu import run_slu
+    from finetune.inference.transcribe import TranscribeOptions
 
-    decoding = TranscribeOptions(num_beams=args.num_beams, **_decoding_options(args))
-    slu = SpokenCommandPipeline.from_pretrained(args.asr, args.intent, batch_size=args.batch_size,
-                                                oos_threshold=args.oos_threshold, num_beams=args.num_beams,
-                                                context=args.context)
-    generate = decoding_kwargs(slu.asr, decoding, args.asr)
-    generate.pop("condition_on_prev_tokens", None)  # commands fit one window: nothing previous to condition on
-    slu.generate_kwargs.update(generate)
-    results = slu(list(args.audio))
+    results = run_slu(args.asr, args.intent, list(args.audio), batch_size=args.batch_size,
+                      oos_threshold=args.oos_threshold, num_beams=args.num_beams, context=args.context,
+                      decoding=TranscribeOptions(num_beams=args.num_beams, **_decoding_options(args)))
     if args.output:
         from finetune.outputs import write_json
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from finetune.data.audio import load_audio
 from finetune.inference.pauses import join_texts, split_at_pauses
+from finetune.inference.transcribe import TranscribeOptions, decoding_kwargs
 from finetune.models.consistency import check_pipeline_tokenizer
 from finetune.models.registry import resolve_model_path
 from finetune.models.text_classifier import oos_settings
@@ -39,15 +40,20 @@ class SpokenCommandPipeline:
     ``num_beams`` defaults to greedy decoding, as the Trainer's evaluation decodes: transformers' ASR
     pipeline otherwise uses 5 beams for Whisper, which on CPU with a 30 s context is several times
     slower for commands (the cross-attention cache of every beam is reordered at each token).
-    ``None`` keeps whatever the ``asr`` pipeline was built with.
+    ``None`` keeps whatever the ``asr`` pipeline was built with. ``decoding``: the Whisper decoding controls
+    of :class:`~finetune.inference.transcribe.TranscribeOptions` (language, prompt, temperature fallback,
+    thresholds), on top of the decoding the recognizer was saved with.
     """
 
     def __init__(self, asr, classifier, *, batch_size: int = 8, oos_threshold: float | None = None,
-                 top_k: int = 3, num_beams: int | None = 1, context: str = "auto") -> None:
+                 top_k: int = 3, num_beams: int | None = 1, context: str = "auto",
+                 decoding: TranscribeOptions | None = None) -> None:
         self.asr = asr
         self.classifier = classifier
         self.batch_size = batch_size
-        self.generate_kwargs = {"num_beams": num_beams} if num_beams is not None else {}
+        generate = decoding_kwargs(asr, decoding or TranscribeOptions(), getattr(asr.model, "name_or_path", "asr"))
+        generate.pop("condition_on_prev_tokens", None)  # commands fit one window: nothing previous to condition on
+        self.generate_kwargs = {**({"num_beams": num_beams} if num_beams is not None else {}), **generate}
         stored_threshold, self.oos_label = oos_settings(classifier.model.config)
         self.oos_threshold = oos_threshold if oos_threshold is not None else stored_threshold
         self.top_k = max(1, min(top_k, int(classifier.model.config.num_labels)))
@@ -62,8 +68,8 @@ class SpokenCommandPipeline:
 
     @classmethod
     def from_pretrained(cls, asr_model: str, intent_model: str, *, device: int | str | None = None,
-                        batch_size: int = 8, oos_threshold: float | None = None,
-                        num_beams: int | None = 1, context: str = "auto") -> SpokenCommandPipeline:
+                        batch_size: int = 8, oos_threshold: float | None = None, num_beams: int | None = 1,
+                        context: str = "auto", decoding: TranscribeOptions | None = None) -> SpokenCommandPipeline:
         """Build both pipelines from model directories (or ``offline:`` aliases), safetensors only."""
         from transformers import pipeline
 
@@ -77,7 +83,7 @@ class SpokenCommandPipeline:
         if asr.type == "seq2seq_whisper":
             keep_token_ids_integer(asr.model)
         return cls(asr, classifier, batch_size=batch_size, oos_threshold=oos_threshold, num_beams=num_beams,
-                   context=context)
+                   context=context, decoding=decoding)
 
     @property
     def language(self) -> str | None:
@@ -155,10 +161,12 @@ class SpokenCommandPipeline:
 
 def run_slu(asr_model: str, intent_model: str, audio: Iterable[str], *, batch_size: int = 8,
             device: int | str | None = None, oos_threshold: float | None = None,
-            num_beams: int | None = 1, context: str = "auto") -> list[dict[str, Any]]:
+            num_beams: int | None = 1, context: str = "auto",
+            decoding: TranscribeOptions | None = None) -> list[dict[str, Any]]:
     """What ``finetune slu`` does: build the cascade and answer every audio file."""
     slu = SpokenCommandPipeline.from_pretrained(asr_model, intent_model, device=device, batch_size=batch_size,
-                                                oos_threshold=oos_threshold, num_beams=num_beams, context=context)
+                                                oos_threshold=oos_threshold, num_beams=num_beams, context=context,
+                                                decoding=decoding)
     return slu(list(audio))
 
 

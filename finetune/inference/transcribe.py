@@ -55,6 +55,7 @@ from finetune.inference.quantize import QUANTIZE_MODES, quantize_for_cpu
 from finetune.inference.scores import TranscriptScorer
 from finetune.models import dynamic_context
 from finetune.models.decoding_defaults import check_decoding_values, saved_decoding, with_scored_temperature
+from finetune.models.generate_notices import missing_end_timestamp_handled
 from finetune.models.whisper_generate import keep_token_ids_integer
 
 logger = logging.getLogger(__name__)
@@ -326,13 +327,14 @@ class Transcriber:
         bar = self._progress_bar(files)
         counter = self._count_windows(bar, stats)
         try:
-            if self.long_form == "pauses":
-                yield from self._decode_in_pieces(files, stats)
-            elif self.long_form == "sequential":
-                for group, longest in self._sequential_groups(files):
-                    yield from self._decode(group, stats, len(group), self._call_kwargs(one_window_s=longest))
-            else:
-                yield from self._decode(files, stats, self.options.batch_size, self._call_kwargs())
+            with missing_end_timestamp_handled():  # _timed_chunks gives such a segment its end
+                if self.long_form == "pauses":
+                    yield from self._decode_in_pieces(files, stats)
+                elif self.long_form == "sequential":
+                    for group, longest in self._sequential_groups(files):
+                        yield from self._decode(group, stats, len(group), self._call_kwargs(one_window_s=longest))
+                else:
+                    yield from self._decode(files, stats, self.options.batch_size, self._call_kwargs())
         finally:
             counter.remove()
             if bar is not None:

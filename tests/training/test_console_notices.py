@@ -9,8 +9,13 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from transformers import (Seq2SeqTrainer, Seq2SeqTrainingArguments, WhisperForConditionalGeneration,
-                          WhisperProcessor, trainer_utils)
+from transformers import (
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    WhisperForConditionalGeneration,
+    WhisperProcessor,
+    trainer_utils,
+)
 
 from finetune.data.collators import SpeechSeq2SeqCollator, pad_labels
 from finetune.models import generate_notices
@@ -79,3 +84,27 @@ def test_only_whisper_generates_own_suppress_token_notice_is_filtered():
     assert kept("{'suppress_tokens', 'max_new_tokens'}")
     record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, "something else", None, None)
     assert logger.filter(record)
+
+
+def test_missing_end_timestamp_notice_is_dropped_only_while_finetune_decodes(tmp_path, caplog):
+    """Silence with segment timestamps: transformers says the last segment has no end on every file; the
+    transcriber gives it one (the file's end) and the console stays quiet, and a user's own call still warns."""
+    import soundfile as sf
+
+    from finetune.inference.transcribe import TranscribeOptions, Transcriber
+
+    logger = logging.getLogger(generate_notices.TOKENIZER_LOGGER)
+    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1,
+                               generate_notices.MISSING_END + ", which can happen...", None, None)
+    with generate_notices.missing_end_timestamp_handled():
+        assert not logger.filter(record)
+    assert logger.filter(record)  # outside finetune's decoding, the user's own pipeline() call sees it
+    path = build_tiny_whisper(tmp_path / "whisper")
+    clip = tmp_path / "silence.wav"
+    sf.write(clip, np.zeros(32000, np.float32), 16000)
+    transcriber = Transcriber(path, TranscribeOptions(progress=False, num_beams=1, timestamps="segment"))
+    with caplog.at_level(logging.WARNING):
+        [result] = transcriber([clip])
+    assert result.error is None
+    assert all(segment.end is not None for segment in result.transcript.segments)
+    assert generate_notices.MISSING_END not in caplog.text
