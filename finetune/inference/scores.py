@@ -10,13 +10,16 @@ Why a second, teacher-forced pass rather than figures kept from decoding: transf
 return them, and the text of a file can come from chunked, sequential or pause-cut decoding. One encoder and
 one decoder pass per segment (the segment's audio, its text forced as the decoder input, the prompt in front
 when one was used) gives the same quantities for every path, at the cost of one pass of the text through the
-model, small beside beam search. It is only run when asked for (``TranscribeOptions.scores``, on by default
-for JSON output).
+model, small beside beam search. The encoder's output for a window decoded whole (a short file, a piece cut
+at pauses) is kept from decoding (:class:`EncoderMemo`) rather than computed again, so scoring those costs a
+decoder pass. It is only run when asked for (``TranscribeOptions.scores``, on by default for JSON output).
 """
 
 from __future__ import annotations
 
+import hashlib
 import zlib
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -33,6 +36,41 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
+class EncoderMemo:
+    """The encoder outputs of the last ``size`` inputs decoding ran, keyed by their input features, so the
+    teacher-forced pass over a window decoded whole reuses its encoder output (a miss just computes it)."""
+
+    def __init__(self, encoder: Any, size: int) -> None:
+        self.size, self.recording = max(1, size), True
+        self.outputs: OrderedDict[bytes, Any] = OrderedDict()
+        self.handle = encoder.register_forward_hook(self._keep, with_kwargs=True)
+
+    def _keep(self, _module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+        if not self.recording:
+            return
+        features = args[0] if args else kwargs.get("input_features")
+        hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+        if features is None or hidden is None:
+            return
+        for row, state in zip(features, hidden):
+            self.outputs[_key(row)] = state.detach()
+            while len(self.outputs) > self.size:
+                self.outputs.popitem(last=False)
+
+    def get(self, features: Any) -> Any:
+        """The encoder output for ``features`` (one input, no batch axis), or None."""
+        return self.outputs.get(_key(features))
+
+    def remove(self) -> None:
+        self.handle.remove()
+        self.outputs.clear()
+
+
+def _key(features: Any) -> bytes:
+    data = features.detach().contiguous().cpu()
+    return hashlib.blake2b(data.numpy().tobytes() + str(tuple(data.shape)).encode(), digest_size=16).digest()
+
+
 class TranscriptScorer:
     """Scores transcripts of one loaded Whisper pipeline (its model, tokenizer and feature extractor).
 
@@ -42,7 +80,7 @@ class TranscriptScorer:
     """
 
     def __init__(self, pipe: Any, *, language: str | None = None, task: str = "transcribe",
-                 prompt_ids: Any = None, step_seconds: float | None = None) -> None:
+                 prompt_ids: Any = None, step_seconds: float | None = None, batch_size: int = 8) -> None:
         config = pipe.model.generation_config
         self.pipe, self.task, self.step_seconds = pipe, task, step_seconds
         self.lang_to_id: dict[str, int] = dict(getattr(config, "lang_to_id", None) or {})
@@ -56,6 +94,7 @@ class TranscriptScorer:
         self.begin_suppress = [int(t) for t in getattr(config, "begin_suppress_tokens", None) or []]
         self.rate = int(pipe.feature_extractor.sampling_rate)
         self.window_samples = int(pipe.feature_extractor.n_samples)
+        self.memo = EncoderMemo(pipe.model.get_encoder(), 2 * batch_size)
 
     def score(self, transcript: Transcript, audio: Any, windows: list[Segment] | None = None,
               timed: list[Segment] | None = None) -> None:
@@ -73,8 +112,8 @@ class TranscriptScorer:
         windows = windows or self._windows(transcript, transcript.segments or timed or [])
         scored = []
         for window in windows:
-            start = int(window.start * self.rate)
-            stop = max(int(window.end * self.rate), start + int(MIN_SEGMENT_S * self.rate))
+            start = round(window.start * self.rate)
+            stop = max(round(window.end * self.rate), start + round(MIN_SEGMENT_S * self.rate))
             window.scores = self._score_text(audio[start:stop], window.text, language)
             scored.append(window.scores)
         for segment in transcript.segments:
@@ -114,9 +153,7 @@ class TranscriptScorer:
             return self.language, None
         import torch
 
-        features = self._features(audio[:self.window_samples])
-        with torch.inference_mode():
-            logits = self.pipe.model(input_features=features, decoder_input_ids=self._ids([self.sot_id])).logits
+        logits = self._forward(self._features(audio[:self.window_samples]), [self.sot_id])
         codes = list(self.lang_to_id)
         ids = torch.tensor([self.lang_to_id[c] for c in codes], device=logits.device)
         probabilities = logits[0, -1].float().index_select(0, ids).softmax(-1)
@@ -139,9 +176,7 @@ class TranscriptScorer:
         text_ids = tokenizer.encode(" " + text.strip(), add_special_tokens=False) if text.strip() else []
         prefix = self.prompt + self._prefix(language)
         ids = prefix + text_ids + [self.eot_id]
-        with torch.inference_mode():
-            logits = self.pipe.model(input_features=self._features(samples),
-                                     decoder_input_ids=self._ids(ids[:-1])).logits[0].float()
+        logits = self._forward(self._features(samples), ids[:-1])[0].float()
         first = len(prefix) - 1  # the position whose output is the first text token
         # no-speech: from the raw output at the start token; text tokens: from the distribution decoding
         # drew them from (suppressed tokens masked), as openai-whisper computes both
@@ -178,8 +213,20 @@ class TranscriptScorer:
                              return_tensors="pt").input_features
         return features.to(self.pipe.model.device, dtype=self.pipe.model.dtype)
 
-    def _ids(self, ids: list[int]):
+    def _forward(self, features: Any, ids: list[int]) -> Any:
+        """Decoder logits for ``ids`` over ``features``, reusing the encoder output decoding computed."""
         import torch
+        from transformers.modeling_outputs import BaseModelOutput
 
-        return torch.tensor([ids], device=self.pipe.model.device)
+        decoder_input_ids = torch.tensor([ids], device=self.pipe.model.device)
+        hidden = self.memo.get(features[0])
+        self.memo.recording = False
+        try:
+            with torch.inference_mode():
+                if hidden is not None:
+                    encoded = BaseModelOutput(last_hidden_state=hidden[None])
+                    return self.pipe.model(encoder_outputs=encoded, decoder_input_ids=decoder_input_ids).logits
+                return self.pipe.model(input_features=features, decoder_input_ids=decoder_input_ids).logits
+        finally:
+            self.memo.recording = True
 

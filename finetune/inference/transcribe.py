@@ -248,7 +248,8 @@ class Transcriber:
             return None
         language = _language_code(self.options.language) if self.options.language is not None else None
         return TranscriptScorer(self.pipe, language=language, task=self.options.task,
-                                prompt_ids=self.decoding.get("prompt_ids"), step_seconds=self.dynamic_step)
+                                prompt_ids=self.decoding.get("prompt_ids"), step_seconds=self.dynamic_step,
+                                batch_size=self.options.batch_size)
 
     def _scored(self, transcript: Transcript, audio: Any, windows: list[Segment] | None = None,
                 timed: list[Segment] | None = None) -> Transcript:
