@@ -140,7 +140,9 @@ def _add_publishing_verbs(verbs) -> None:
     transcribe.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
     transcribe.add_argument("--model", required=True, help="speech recognizer dir (or offline:whisper-tiny.en)")
     transcribe.add_argument("--output-dir", default=None, help="write <name>.<format> here (default: print)")
-    transcribe.add_argument("--format", default="txt", help="txt, json, srt, vtt, a comma list, or all")
+    transcribe.add_argument("--format", default="txt",
+                            help="txt, json, srt, vtt, a comma list, or all; json adds the language, avg_logprob, "
+                                 "no_speech_prob, compression_ratio and word probabilities (Whisper)")
     transcribe.add_argument("--timestamps", choices=("none", "segment", "word"), default="none",
                             help="srt/vtt turn on segment timestamps by themselves")
     transcribe.add_argument("--long-form", choices=("auto", "chunked", "sequential", "pauses"), default="auto",
@@ -355,8 +357,8 @@ def _export_ct2(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # the project's own progress at INFO; other libraries only when they warn (matplotlib's font cache
-    # notice, HTTP clients' request lines are not for the user)
+    # the project's own progress at INFO; other libraries only when they warn (HTTP clients' request lines
+    # are not for the user; matplotlib's font-cache notice is filtered where plots are drawn)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("finetune").setLevel(logging.INFO)
     args = build_parser().parse_args(argv)

@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+FONT_CACHE_NOTICE = "Matplotlib is building the font cache"
+
+
+class _FontCacheNotice(logging.Filter):
+    """Drops matplotlib's one-time notice that it is indexing the system's fonts: nothing to act on, and the
+    first plot of a run on a fresh machine would print it in the middle of training output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(FONT_CACHE_NOTICE)
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (files, no display), its font-cache notice filtered."""
+    logger = logging.getLogger("matplotlib.font_manager")
+    if not any(isinstance(f, _FontCacheNotice) for f in logger.filters):
+        logger.addFilter(_FontCacheNotice())
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_confusion_matrix(
@@ -16,10 +40,7 @@ def plot_confusion_matrix(
 
     Large label sets (e.g. 77 intents) drop the per-cell numbers and keep the colour scale.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     from sklearn.metrics import confusion_matrix
 
     labels = sorted(set(references) | set(predictions))
@@ -51,10 +72,7 @@ def plot_confusion_matrix(
 
 def plot_training_curve(trainer_state: str | Path, path: str | Path, *, metric: str | None = None) -> Path | None:
     """Training loss (and an eval metric, if logged) against step, from trainer_state.json."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     history = json.loads(Path(trainer_state).read_text(encoding="utf-8")).get("log_history", [])
     losses = [(h["step"], h["loss"]) for h in history if "loss" in h]

@@ -108,3 +108,16 @@ def test_missing_end_timestamp_notice_is_dropped_only_while_finetune_decodes(tmp
     assert result.error is None
     assert all(segment.end is not None for segment in result.transcript.segments)
     assert generate_notices.MISSING_END not in caplog.text
+
+
+def test_matplotlib_font_cache_notice_is_dropped_where_plots_are_drawn(tmp_path):
+    from finetune.evaluation import plots
+
+    plots.plot_confusion_matrix(["a", "b"], ["a", "a"], tmp_path / "cm.png")
+    logger = logging.getLogger("matplotlib.font_manager")
+    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1,
+                               "Matplotlib is building the font cache; this may take a moment.", None, None)
+    assert not logger.filter(record)
+    other = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, "findfont: Font family not found", None, None)
+    assert logger.filter(other)  # every other matplotlib warning still shows
+    assert (tmp_path / "cm.png").stat().st_size > 0
