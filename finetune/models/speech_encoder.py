@@ -75,8 +75,13 @@ class EncoderContextArguments:
 
 @dataclass
 class SpecAugmentArguments:
-    """SpecAugment masking of Wav2Vec2-family encoders (null keeps the checkpoint's value)."""
+    """SpecAugment masking of the input during training, for Wav2Vec2-family and Whisper encoders (null keeps
+    the checkpoint's value). Whisper checkpoints ship with masking off (``apply_spec_augment: false``), so a
+    mask given for one turns it on: otherwise the mask would be saved in its config and never applied."""
 
+    apply_spec_augment: bool | None = field(default=None, metadata={
+        "help": "Mask during training (Whisper: off in its checkpoints, on when a mask below is given; its own "
+                "default is mask_time_prob 0.05 of 10 frames). Wav2Vec2 family: on in its checkpoints."})
     mask_time_prob: float | None = field(default=None, metadata={"help": "Share of frames masked in time."})
     mask_time_length: int | None = field(default=None, metadata={"help": "Frames per time mask."})
     mask_feature_prob: float | None = field(default=None, metadata={"help": "Share of channels masked."})
@@ -92,6 +97,9 @@ class SpecAugmentArguments:
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
 
-    def overrides(self) -> dict[str, float | int]:
-        """The model config fields to set: only those given."""
-        return {k: v for k, v in vars(self).items() if v is not None}
+    def overrides(self) -> dict[str, float | int | bool]:
+        """The model config fields to set: only those given (a mask given turns masking on)."""
+        given = {k: v for k, v in vars(self).items() if v is not None}
+        if given and self.apply_spec_augment is None:
+            given["apply_spec_augment"] = True
+        return given

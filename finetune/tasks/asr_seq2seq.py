@@ -14,7 +14,11 @@ from finetune.data.joining import ClipJoiningArguments
 from finetune.models import dynamic_context
 from finetune.models.decoding_defaults import DecodingArguments
 from finetune.models.lora import LoraArguments, apply_lora, merge_lora
-from finetune.models.speech_encoder import EncoderContextArguments, FreezeArguments
+from finetune.models.speech_encoder import (
+    EncoderContextArguments,
+    FreezeArguments,
+    SpecAugmentArguments,
+)
 from finetune.models.whisper import (
     WhisperArguments,
     configure_generation,
@@ -34,11 +38,12 @@ logger = logging.getLogger(__name__)
 class WhisperFineTuning(WhisperTask):
     name = "asr_seq2seq"
     option_classes = (WhisperArguments, EncoderContextArguments, FreezeArguments, LoraArguments, ClipJoiningArguments,
-                      DecodingArguments)
+                      DecodingArguments, SpecAugmentArguments)
 
     def prepare(self, run: TaskRun) -> None:
         options = run.options
         run.model, run.processor = load_whisper(options.model)
+        run.model.config.update(options[SpecAugmentArguments].overrides())  # read at each training forward
         configure_generation(run.model, run.processor, language=options.data.language,
                              task=options[WhisperArguments].whisper_task)
         run.language = run.language or model_language(run.model)

@@ -47,7 +47,8 @@ def _config(tmp_path: Path, model_dir: Path, **overrides) -> Path:
 @pytest.mark.slow
 def test_train_saves_a_pipeline_ready_model_with_results(tmp_path: Path, tiny_whisper_dir: Path) -> None:
     config = _config(tmp_path, tiny_whisper_dir, evaluate_before_training=True,
-                     temperature_fallback=[0.0, 0.4], log_prob_threshold=-1.0, no_speech_threshold=0.6)
+                     temperature_fallback=[0.0, 0.4], log_prob_threshold=-1.0, no_speech_threshold=0.6,
+                     mask_time_prob=0.05)
     assert main(["train", str(config)]) == 0
     run = tmp_path / "run"
     generation = json.loads((run / "generation_config.json").read_text())  # the intended decoding, saved
@@ -67,6 +68,7 @@ def test_train_saves_a_pipeline_ready_model_with_results(tmp_path: Path, tiny_wh
 
     config_json = json.loads((run / "config.json").read_text())
     assert config_json["max_source_positions"] == 100  # the 2-second context is saved with the model
+    assert config_json["apply_spec_augment"] is True and config_json["mask_time_prob"] == 0.05
     from transformers import WhisperProcessor, pipeline
 
     assert WhisperProcessor.from_pretrained(run).feature_extractor.chunk_length == 2
