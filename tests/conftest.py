@@ -52,3 +52,30 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiktoken_file() -> Path:
+    """The real multilingual.tiktoken (OpenAI's multilingual Whisper vocabulary): already in the user's cache,
+    else fetched from PyPI (the openai-whisper sdist) into the tests' own cache; skipped where neither works."""
+    from finetune.models.whisper_vocabulary import (
+        WhisperVocabularyError,
+        multilingual_tiktoken_path,
+    )
+
+    reason = ""
+    user_cache = Path.home() / ".cache" / "finetune" / "whisper-vocabulary"
+    for cache_dir, download in ((user_cache, False), (None, True)):
+        try:
+            return multilingual_tiktoken_path(cache_dir, download=download)
+        except WhisperVocabularyError as error:
+            reason = str(error)
+    pytest.skip(f"the multilingual Whisper vocabulary cannot be obtained here: {reason}")
+
+
+@pytest.fixture(scope="session")
+def tiny_multilingual_dir(tiktoken_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 1-layer Whisper with the real multilingual vocabulary, saved as a model dir."""
+    from tests.helpers import build_tiny_multilingual_whisper
+
+    return build_tiny_multilingual_whisper(tmp_path_factory.mktemp("tiny-multilingual"), tiktoken_path=tiktoken_file)

@@ -125,6 +125,20 @@ def model_language(model: WhisperForConditionalGeneration) -> str | None:
     return getattr(generation, "language", None)
 
 
+def checked_language(generation, language: str | None) -> str | None:
+    """``language`` as a code this multilingual checkpoint has a token for (None stays None: detected),
+    or a ValueError naming the ``language`` key and the languages it knows."""
+    code = language_code(language)
+    if code is None:
+        return None
+    known = [token.strip("<|>") for token in (getattr(generation, "lang_to_id", None) or {})]
+    if code not in known:
+        shown = ", ".join(known[:12]) + (f" ... ({len(known)} in all)" if len(known) > 12 else "")
+        raise ValueError(f"language={language!r}: this Whisper checkpoint has no language token for it; "
+                         f"its languages are {shown}")
+    return code
+
+
 def configure_generation(
     model: WhisperForConditionalGeneration, processor: WhisperProcessor, *, language: str | None, task: str
 ) -> None:
@@ -139,6 +153,7 @@ def configure_generation(
     generation.forced_decoder_ids = None
     model.config.forced_decoder_ids = None
     if multilingual:
+        language = checked_language(generation, language)
         generation.language = language
         generation.task = task
         processor.tokenizer.set_prefix_tokens(language=language, task=task, predict_timestamps=False)

@@ -22,7 +22,6 @@ from finetune.models.whisper_vocabulary import (
 )
 
 # a copy a user already fetched (or an installed openai-whisper) is read, never written, by tests
-USER_CACHE = Path.home() / ".cache" / "finetune" / "whisper-vocabulary"
 
 SENTENCES = {
     "fr": "Bonjour, je m'appelle Amélie et j'habite près de Genève.",
@@ -43,18 +42,6 @@ WHISPER_TINY_SUPPRESS = [
     16553, 16604, 18362, 18956, 20075, 21675, 22520, 26130, 26161, 26435, 28279, 29464, 31650, 32302, 32470,
     36865, 42863, 47425, 49870, 50254, 50258, 50358, 50359, 50360, 50361, 50362,
 ]
-
-
-@pytest.fixture(scope="session")
-def tiktoken_file() -> Path:
-    """The real multilingual.tiktoken: already on this machine, else fetched from PyPI (the sdist)."""
-    reason = ""
-    for cache_dir, download in ((USER_CACHE, False), (None, True)):
-        try:
-            return multilingual_tiktoken_path(cache_dir, download=download)
-        except WhisperVocabularyError as error:
-            reason = str(error)
-    pytest.skip(f"the multilingual Whisper vocabulary cannot be obtained here: {reason}")
 
 
 @pytest.fixture(scope="module")
@@ -181,13 +168,6 @@ def test_generation_config_matches_whisper_tiny(tokenizer, tiktoken_file: Path) 
     large_tokenizer = build_multilingual_tokenizer(num_languages=100, tiktoken_path=tiktoken_file)
     large = multilingual_generation_config(large_tokenizer, num_languages=100)
     assert large.lang_to_id["<|yue|>"] == 50358 and large.task_to_id["transcribe"] == 50360
-
-
-@pytest.fixture(scope="module")
-def tiny_multilingual_dir(tiktoken_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.helpers import build_tiny_multilingual_whisper
-
-    return build_tiny_multilingual_whisper(tmp_path_factory.mktemp("tiny-multilingual"), tiktoken_path=tiktoken_file)
 
 
 def test_tiny_multilingual_model_in_pipeline(tiny_multilingual_dir: Path, one_torch_thread) -> None:
