@@ -145,3 +145,17 @@ def test_real_tiny_en_scores_speech_and_silence_apart(shared_data: Path, tmp_pat
     assert speech.scores.compression_ratio < 2.4
     words = dict(speech.scores.words)
     assert min(words["country"], words["Americans"]) > 0.8, words
+
+
+def test_detected_language_with_the_real_multilingual_vocabulary(tiny_multilingual_dir: Path, clip: Path) -> None:
+    """The same on a Whisper with OpenAI's 99-language vocabulary: the JSON's language is generate's."""
+    import torch
+
+    transcriber = Transcriber(tiny_multilingual_dir, TranscribeOptions(progress=False, num_beams=1, scores=True))
+    [result] = transcriber([clip])
+    features = transcriber.pipe.feature_extractor(sf.read(clip)[0].astype(np.float32), sampling_rate=16000,
+                                                  return_tensors="pt").input_features
+    with torch.inference_mode():
+        detected = transcriber.pipe.model.detect_language(features)
+    assert f"<|{result.transcript.language}|>" == transcriber.pipe.tokenizer.convert_ids_to_tokens(int(detected[0]))
+    assert 1 / 99 <= result.transcript.language_probability <= 1.0
