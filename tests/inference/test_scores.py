@@ -23,22 +23,6 @@ def clip(tmp_path: Path) -> Path:
     return tmp_path / "clip.wav"
 
 
-def multilingual_copy(source: Path, target: Path) -> Path:
-    """The tiny Whisper made multilingual: its tokenizer already holds the language and task tokens."""
-    from transformers import GenerationConfig, WhisperTokenizer
-
-    target.mkdir()
-    for path in source.iterdir():
-        (target / path.name).write_bytes(path.read_bytes())
-    tokenizer = WhisperTokenizer.from_pretrained(target)
-    generation = GenerationConfig.from_pretrained(target)
-    generation.is_multilingual = True
-    generation.lang_to_id = {f"<|{c}|>": tokenizer.convert_tokens_to_ids(f"<|{c}|>") for c in ("en", "fr", "de")}
-    generation.task_to_id = {t: tokenizer.convert_tokens_to_ids(f"<|{t}|>") for t in ("transcribe", "translate")}
-    generation.save_pretrained(target)
-    return target
-
-
 def test_compression_ratio_flags_repetition() -> None:
     assert compression_ratio("") == 0.0
     plain = compression_ratio("ask not what your country can do for you")
@@ -74,25 +58,6 @@ def test_word_probabilities_are_what_greedy_decoding_computed(short_whisper: Pat
     assert np.allclose(got, expected, atol=2e-3), (got, expected)
     assert transcript.language == "en" and transcript.language_probability is None  # English-only: not detected
     assert transcript.scores.avg_logprob <= 0.0 and 0.0 <= transcript.scores.no_speech_prob <= 1.0
-
-
-def test_language_is_detected_for_a_multilingual_model(short_whisper: Path, clip: Path,  # noqa: F811
-                                                       tmp_path: Path) -> None:
-    import torch
-
-    model_dir = multilingual_copy(short_whisper, tmp_path / "multi")
-    transcriber = Transcriber(model_dir, TranscribeOptions(progress=False, num_beams=1, scores=True))
-    [result] = transcriber([clip])
-    features = transcriber.pipe.feature_extractor(sf.read(clip)[0].astype(np.float32), sampling_rate=16000,
-                                                  return_tensors="pt").input_features
-    with torch.inference_mode():
-        detected = transcriber.pipe.model.detect_language(features)
-    expected = transcriber.pipe.tokenizer.convert_ids_to_tokens(int(detected[0]))
-    assert f"<|{result.transcript.language}|>" == expected
-    assert 1 / 3 <= result.transcript.language_probability <= 1.0  # the best of three languages
-    told = Transcriber(model_dir, TranscribeOptions(progress=False, num_beams=1, scores=True, language="de"))
-    [given] = told([clip])
-    assert (given.transcript.language, given.transcript.language_probability) == ("de", None)
 
 
 def test_json_output_carries_language_and_scores_per_file_and_segment(short_whisper: Path,  # noqa: F811
@@ -159,3 +124,7 @@ def test_detected_language_with_the_real_multilingual_vocabulary(tiny_multilingu
         detected = transcriber.pipe.model.detect_language(features)
     assert f"<|{result.transcript.language}|>" == transcriber.pipe.tokenizer.convert_ids_to_tokens(int(detected[0]))
     assert 1 / 99 <= result.transcript.language_probability <= 1.0
+    told = Transcriber(tiny_multilingual_dir, TranscribeOptions(progress=False, num_beams=1, scores=True,
+                                                                language="de"))
+    [given] = told([clip])
+    assert (given.transcript.language, given.transcript.language_probability) == ("de", None)  # given, not detected
