@@ -11,13 +11,14 @@
 fields (a comma list is a tuple, numbers are numbers); all settings run on the same clips in one process,
 one after the other, so their times compare.
 
-A clip counts as hallucinated when its normalized output holds a phrase not in the reference (two or
-more consecutive words, none of them in the reference: "thank you" for "seven") or repeats itself (a word
-2-gram occurring twice or more beyond the reference's count, or one word three times or more beyond it).
-A single misheard word ("sven" for "seven") is a recognition error, counted by WER, not a hallucination;
-the stricter count of clips holding any word not in the reference is reported beside it
-(``clips_with_foreign_words``). Each clip's output is kept in the report, so another rule can be applied
-without decoding again.
+A clip counts as hallucinated when its normalized output holds text with no counterpart in the speech: an
+inserted phrase (two or more consecutive words the word alignment with the reference marks as insertions), a
+stock phrase Whisper writes over non-speech ("thank you", "thanks for watching", "bye", ...) that the reference
+does not hold, or a repetition loop (a word 2-gram occurring twice or more beyond the reference's count, or one
+word three times or more beyond it). Misheard words (substitutions: "sven" for "seven", a mangled name) are
+recognition errors, counted by WER. The stricter count of clips holding any word not in the reference is
+reported beside it (``clips_with_foreign_words``). Each clip's output is kept in the report, so another rule
+can be applied without decoding again.
 """
 
 from __future__ import annotations
@@ -59,11 +60,25 @@ def _value(text: str):
     return text
 
 
+# phrases Whisper writes over silence and noise (its training subtitles' sign-offs), normalized
+STOCK_PHRASES = ("thank you", "thanks for watching", "thank you for watching", "see you next time", "subscribe",
+                 "bye", "the end")
+
+
 def hallucinated(output: str, reference: str) -> bool:
-    """Whether ``output`` (normalized) holds a phrase ``reference`` lacks, or repeats itself beyond it."""
+    """Whether ``output`` (normalized) holds an inserted phrase, a stock non-speech phrase ``reference`` lacks,
+    or repeats itself beyond it."""
+    import jiwer
+
     out, ref = output.split(), reference.split()
-    known = set(ref)
-    if any(a not in known and b not in known for a, b in itertools.pairwise(out)):
+    if not out:
+        return False
+    if ref:
+        chunks = jiwer.process_words(reference, output).alignments[0]
+        if any(c.type == "insert" and c.hyp_end_idx - c.hyp_start_idx >= 2 for c in chunks):
+            return True
+    padded_out, padded_ref = f" {' '.join(out)} ", f" {' '.join(ref)} "
+    if any(f" {phrase} " in padded_out and f" {phrase} " not in padded_ref for phrase in STOCK_PHRASES):
         return True
     extra_words = Counter(out) - Counter(ref)
     extra_pairs = Counter(itertools.pairwise(out)) - Counter(itertools.pairwise(ref))

@@ -65,7 +65,7 @@ def assert_tiles(audio: np.ndarray, pieces: list[Piece], window_s: float, silent
 
 
 def non_speech(audio: np.ndarray) -> np.ndarray:
-    return speech_probabilities(audio) < PauseOptions().threshold
+    return pauses.speech_probabilities(audio) < PauseOptions().threshold
 
 
 def detected_speech(recording, silent: np.ndarray) -> list[tuple[int, int] | None]:
@@ -98,10 +98,20 @@ def test_ten_digits_in_a_two_second_window_tile_the_recording_between_words(ten)
 
 
 @pytest.mark.parametrize("speaker", ["george", "jackson"])
-def test_digits_the_vad_misses_are_still_inside_a_piece(script, speaker: str) -> None:
-    # the case that was lost when pieces held only the VAD's speech: Silero hears nothing of several of
-    # these speakers' digits (8 kHz clips resampled to 16 kHz, exact-zero pauses)
+def test_digits_the_vad_misses_are_still_inside_a_piece(script, speaker: str, monkeypatch) -> None:
+    # the case that was lost when pieces held only the VAD's speech: a VAD that hears nothing of some
+    # digits (Silero did, on these 8 kHz clips, before it was given a lead-in; here it is made to, for
+    # the first four digits of each recording)
     recording = script.ten_digits(speaker=speaker)
+    hearing = pauses.speech_probabilities
+
+    def deaf_to_four(audio: np.ndarray) -> np.ndarray:
+        probabilities = hearing(audio).copy()
+        for start, end in recording.spans[:4]:
+            probabilities[start // FRAME:-(-end // FRAME)] = 0.0
+        return probabilities
+
+    monkeypatch.setattr(pauses, "speech_probabilities", deaf_to_four)
     silent = non_speech(recording.audio)
     missed = [span is None for span in detected_speech(recording, silent)]
     assert sum(missed) >= 3, f"the VAD was expected to miss digits of {speaker}"
