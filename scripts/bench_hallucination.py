@@ -112,18 +112,36 @@ def run_setting(model: str, clips: list[tuple[Path, str]], options: dict, batch_
             "outputs": {path.name: out for (path, _), out in zip(clips, predictions)}}
 
 
+def rescore(report_path: Path, data: Path, text_column: str) -> None:
+    """Apply this rule again to a saved report's outputs (its ``every`` clips) and rewrite its counts."""
+    normalize = scoring_normalizer("en")
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    references = {path.name: text for path, text in read_clips(data, text_column)}
+    for result in report["results"].values():
+        pairs = [(normalize(out), normalize(references[name])) for name, out in result["outputs"].items()]
+        flagged = [name for name, (out, ref) in zip(result["outputs"], pairs) if hallucinated(out, ref)]
+        result["hallucinated_clips"], result["hallucinated_examples"] = len(flagged), flagged[:10]
+        result["clips_with_foreign_words"] = sum(bool(set(o.split()) - set(r.split())) for o, r in pairs)
+    report["rule"] = hallucinated.__doc__
+    report_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--data", type=Path, required=True, help="audiofolder with metadata.csv")
     parser.add_argument("--text-column", default="transcript")
-    parser.add_argument("--setting", action="append", required=True, help="NAME:KEY=VALUE;KEY=VALUE")
+    parser.add_argument("--setting", action="append", default=[], help="NAME:KEY=VALUE;KEY=VALUE")
     parser.add_argument("--limit", type=int, default=None, help="first N clips only")
     parser.add_argument("--every", type=int, default=1, help="every N-th clip only (a spread over a sorted set)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--rescore", action="store_true", help="re-apply the rule to --out's saved outputs only")
     args = parser.parse_args()
+    if args.rescore:
+        rescore(args.out, args.data, args.text_column)
+        return
     if args.threads:
         import torch
 
