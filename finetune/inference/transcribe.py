@@ -56,6 +56,7 @@ from finetune.inference.scores import TranscriptScorer
 from finetune.models import dynamic_context
 from finetune.models.decoding_defaults import check_decoding_values, saved_decoding, with_scored_temperature
 from finetune.models.generate_notices import missing_end_timestamp_handled
+from finetune.models.whisper import checked_language
 from finetune.models.whisper_generate import keep_token_ids_integer
 
 logger = logging.getLogger(__name__)
@@ -246,7 +247,8 @@ class Transcriber:
         """What fills in confidence figures, when asked for and the model is a Whisper (CTC models have none)."""
         if not (self.options.scores and self.is_whisper):
             return None
-        language = _language_code(self.options.language) if self.options.language is not None else None
+        language = self.decoding.get("language") or (
+            _language_code(self.options.language) if self.options.language is not None else None)
         return TranscriptScorer(self.pipe, language=language, task=self.options.task,
                                 prompt_ids=self.decoding.get("prompt_ids"), step_seconds=self.dynamic_step,
                                 batch_size=self.options.batch_size)
@@ -852,7 +854,8 @@ def decoding_kwargs(pipe, options: TranscribeOptions, model_path: str) -> dict[s
     multilingual = bool(getattr(config, "lang_to_id", None)) and getattr(config, "is_multilingual", True) is not False
     generate: dict[str, Any] = saved_decoding(config)  # what the model was saved with; the options below win
     if options.language is not None:
-        language = _language_code(options.language)
+        # a multilingual checkpoint knows the languages it has tokens for; the English-only one, English
+        language = checked_language(config, options.language) if multilingual else _language_code(options.language)
         if language != "en" and not multilingual:
             raise ValueError(f"{model_path} is an English-only model: language={options.language!r} cannot be "
                              "used (only English)")

@@ -30,3 +30,14 @@ def test_an_unknown_language_is_refused_with_the_known_ones(tiny_multilingual_di
         configure_generation(model, processor, language="klingon", task="transcribe")
     with pytest.raises(ValueError, match="language='yue'"):  # large-v3's 100th language: not in a 99-language model
         configure_generation(model, processor, language="yue", task="transcribe")
+
+
+def test_transcribe_checks_language_against_the_checkpoint(tiny_multilingual_dir: Path) -> None:
+    """``transcribe --language``: a language Whisper has elsewhere (large-v3's yue) but this checkpoint lacks is
+    refused before any audio is read, not decoded under a token that does not exist."""
+    from finetune.inference.transcribe import TranscribeOptions, Transcriber
+
+    with pytest.raises(ValueError, match=r"language='yue'.*\(99 in all\)"):
+        Transcriber(tiny_multilingual_dir, TranscribeOptions(progress=False, language="yue"))
+    french = Transcriber(tiny_multilingual_dir, TranscribeOptions(progress=False, language="French"))
+    assert french.decoding["language"] == "fr"
