@@ -18,21 +18,17 @@ what the cascade's error-propagation figures need.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
-import os
 import random
-import shutil
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-import soxr
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:  # espeak_synth sits beside this file, which is not a package
+    sys.path.insert(0, HERE)
+
+from espeak_synth import SpeechJob, SynthesisError, write_split_jobs
 
 # English voices of espeak-ng 1.51 (accent + voice variant), all shipped in the Debian package.
 DEFAULT_VOICES = (
@@ -47,10 +43,6 @@ DEFAULT_VOICES = (
 )
 DEFAULT_SPEEDS = (140, 165, 190)  # words per minute; espeak-ng's default is 175
 METADATA_COLUMNS = ("file_name", "text", "intent", "voice", "speed", "duration")
-
-
-class SynthesisError(RuntimeError):
-    """espeak-ng is missing or failed on an utterance; the message names the row and voice."""
 
 
 @dataclass(frozen=True)
@@ -91,54 +83,11 @@ def plan(rows: list[tuple[str, str]], count: int | None, voices: list[str], spee
             for i in keep]
 
 
-def espeak_binary() -> str:
-    found = shutil.which("espeak-ng")
-    if not found:
-        raise SynthesisError("espeak-ng not found on PATH; install it (Debian/Ubuntu: apt-get install espeak-ng)")
-    return found
-
-
-def synthesize(binary: str, utterance: Utterance, sampling_rate: int) -> np.ndarray:
-    """Speak one utterance; returns mono float32 samples at ``sampling_rate``."""
-    # text goes through stdin: a query starting with '-' must not be read as an option
-    done = subprocess.run([binary, "-v", utterance.voice, "-s", str(utterance.speed), "--stdout"],
-                          input=utterance.text.encode("utf-8"), capture_output=True, timeout=60)
-    if done.returncode != 0 or not done.stdout:
-        raise SynthesisError(f"row {utterance.row} (voice {utterance.voice}): espeak-ng failed: "
-                             f"{done.stderr.decode(errors='replace').strip() or 'no audio'}")
-    samples, rate = sf.read(io.BytesIO(done.stdout), dtype="float32", always_2d=True)
-    samples = samples.mean(axis=1)
-    if rate != sampling_rate:
-        samples = soxr.resample(samples, rate, sampling_rate).astype(np.float32)
-    if samples.size == 0 or float(np.abs(samples).max()) == 0.0:
-        raise SynthesisError(f"row {utterance.row} (voice {utterance.voice}): espeak-ng produced silence "
-                             f"for {utterance.text!r}")
-    return samples
-
-
 def write_split(out: Path, split: str, utterances: list[Utterance], *, sampling_rate: int, workers: int) -> Path:
-    """Synthesize every utterance of a split, then write its metadata.csv (last, atomically)."""
-    binary = espeak_binary()
-    folder = out / split
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def one(utterance: Utterance) -> dict[str, object]:
-        samples = synthesize(binary, utterance, sampling_rate)
-        name = f"{split}_{utterance.row:05d}.wav"
-        sf.write(folder / name, samples, sampling_rate, subtype="PCM_16")
-        return {"file_name": name, "text": utterance.text, "intent": utterance.intent, "voice": utterance.voice,
-                "speed": utterance.speed, "duration": round(len(samples) / sampling_rate, 3)}
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        records = list(pool.map(one, utterances))
-    metadata = folder / "metadata.csv"
-    tmp = folder / ".metadata.csv.tmp"
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METADATA_COLUMNS)
-        writer.writeheader()
-        writer.writerows(records)
-    os.replace(tmp, metadata)
-    return metadata
+    """Synthesize every utterance of a split into ``<out>/<split>``, then write its metadata.csv."""
+    jobs = [SpeechJob(file_name=f"{split}_{u.row:05d}.wav", text=u.text, voice=u.voice, speed=u.speed,
+                      label=f"row {u.row}", columns={"intent": u.intent}) for u in utterances]
+    return write_split_jobs(out / split, jobs, METADATA_COLUMNS, sampling_rate=sampling_rate, workers=workers)
 
 
 def parse_split(value: str) -> tuple[str, int | None]:

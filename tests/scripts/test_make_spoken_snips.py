@@ -48,7 +48,7 @@ def test_a_bad_line_is_named(script, tmp_path: Path) -> None:
 
 def test_missing_espeak_is_a_clear_error(script, tmp_path: Path, monkeypatch, capsys) -> None:
     write_jsonl(tmp_path / "data" / "test.jsonl", QUERIES)
-    monkeypatch.setattr(script.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # espeak_synth looks it up
     assert script.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--split", "test"]) == 2
     assert "apt-get install espeak-ng" in capsys.readouterr().err
 
