@@ -68,6 +68,19 @@ class DataArguments:
                           "otherwise), Whisper's language token and the card's language. Default: the model's "
                           "own (English for English-only Whisper checkpoints), else English."},
     )
+    language_column_name: str | None = field(
+        default=None,
+        metadata={"help": "Column holding each row's language (code or Whisper name), for a multilingual Whisper "
+                          "trained on several languages: each row's labels carry its own language token, the "
+                          "model detects the language when it evaluates, and each row is scored with its "
+                          "language's normalizer. An empty cell takes `language`."},
+    )
+    allow_empty_transcripts: bool = field(
+        default=False,
+        metadata={"help": "Keep clips whose transcript is empty as no-speech examples (silence, noise, music) the "
+                          "model learns to answer with nothing: the standard cure for text invented over "
+                          "silence. Off: an empty transcript is a bad row."},
+    )
     text_normalization: Literal["none", "lower", "basic", "english"] = field(
         default="none",
         metadata={"help": "Applied to training targets: none, lower (lowercase + collapse spaces), basic, english."},

@@ -18,7 +18,12 @@ import torch
 def build_tiny_whisper(target: Path, *, context_seconds: int = 30, decoder_layers: int = 1) -> Path:
     """A 1-encoder-layer, 32-wide Whisper (``decoder_layers`` decoder layers) with tiny.en's tokenizer,
     processor and generation config."""
-    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+    )
 
     from finetune.models.registry import resolve_model_path
 
@@ -123,43 +128,6 @@ def build_tiny_multilingual_whisper(target: Path, *, tiktoken_path: Path | None 
     """A 1-layer, 32-wide random Whisper with OpenAI's multilingual vocabulary (built from openai-whisper's
     multilingual.tiktoken, no Hub), a WhisperFeatureExtractor and a multilingual generation config:
     stands in for openai/whisper-tiny the way :func:`build_tiny_whisper` stands in for tiny.en."""
-    from transformers import (
-        WhisperConfig,
-        WhisperFeatureExtractor,
-        WhisperForConditionalGeneration,
-        WhisperProcessor,
-    )
+    from finetune.models.whisper_vocabulary import save_random_multilingual_whisper
 
-    from finetune.models.whisper_vocabulary import (
-        build_multilingual_tokenizer,
-        multilingual_generation_config,
-    )
-
-    tokenizer = build_multilingual_tokenizer(tiktoken_path=tiktoken_path)
-    generation = multilingual_generation_config(tokenizer)
-    config = WhisperConfig(
-        vocab_size=len(tokenizer),
-        num_mel_bins=80,
-        d_model=32,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        max_source_positions=1500,
-        max_target_positions=448,
-        decoder_start_token_id=generation.decoder_start_token_id,
-        pad_token_id=generation.pad_token_id,
-        bos_token_id=generation.bos_token_id,
-        eos_token_id=generation.eos_token_id,
-        begin_suppress_tokens=generation.begin_suppress_tokens,
-    )
-    torch.manual_seed(0)
-    model = WhisperForConditionalGeneration(config)
-    generation.alignment_heads = [[0, 0]]
-    model.generation_config = generation
-    processor = WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer)
-    model.save_pretrained(target)
-    processor.save_pretrained(target)
-    return target
+    return save_random_multilingual_whisper(target, tiktoken_path=tiktoken_path)

@@ -57,11 +57,12 @@ def add_joined_clips(dataset: datasets.Dataset, args: ClipJoiningArguments, *, s
     durations = np.asarray(dataset["duration"], dtype=np.float64)
     wanted = max(1, round(len(dataset) * args.join_clips_share))
     rows: dict[str, list] = {name: [] for name in dataset.features}
+    by_language = _rows_by_language(dataset)
     skipped = 0
     for _ in range(wanted):
         count = int(rng.integers(2, args.join_clips + 1))
         chosen, total = [], 0.0
-        for index in rng.choice(len(dataset), size=min(count, len(dataset)), replace=False).tolist():
+        for index in _draw(rng, len(dataset), count, by_language):
             pause = float(rng.uniform(*PAUSE_SECONDS)) if chosen else 0.0
             if total + pause + durations[index] > max_seconds:
                 break
@@ -80,6 +81,7 @@ def add_joined_clips(dataset: datasets.Dataset, args: ClipJoiningArguments, *, s
         for name in rows:
             rows[name].append({"audio": audio, "duration": len(audio) / sampling_rate,
                                "text": " ".join(t.strip() for t in picked["text"]),
+                               "language": picked["language"][0] if by_language else "",
                                "source_file": "+".join(picked["source_file"])}.get(name, ""))
     logger.info("join_clips: %d joined recordings of 2-%d training clips added to the %d clips%s", len(rows["audio"]),
                 args.join_clips, len(dataset), f" ({skipped} draws did not fit {max_seconds:g} s)" if skipped else "")
@@ -88,3 +90,23 @@ def add_joined_clips(dataset: datasets.Dataset, args: ClipJoiningArguments, *, s
     joined = datasets.Dataset.from_dict(rows, features=dataset.features)
     return datasets.concatenate_datasets([dataset.with_format(None), joined]).with_format(
         "numpy", columns=["audio"], output_all_columns=True)
+
+
+def _rows_by_language(dataset: datasets.Dataset) -> dict[str, np.ndarray] | None:
+    """Row indices per language, when the split holds more than one (a joined recording speaks one)."""
+    if "language" not in dataset.column_names:
+        return None
+    languages = np.asarray(dataset["language"], dtype=object)
+    if len(set(languages.tolist())) < 2:
+        return None
+    return {language: np.flatnonzero(languages == language) for language in set(languages.tolist())}
+
+
+def _draw(rng: np.random.Generator, size: int, count: int, by_language: dict[str, np.ndarray] | None) -> list[int]:
+    """``count`` distinct random rows; with several languages, all of the first drawn row's language."""
+    if by_language is None:
+        return rng.choice(size, size=min(count, size), replace=False).tolist()
+    first = int(rng.integers(size))
+    pool = next(rows for rows in by_language.values() if first in rows)
+    others = rng.permutation(pool[pool != first])[:count - 1].tolist()
+    return [first, *others]

@@ -37,7 +37,7 @@ from finetune.data.sources import (
     require_columns,
     splits_read_beside,
 )
-from finetune.data.text import get_normalizer
+from finetune.data.text import get_normalizer, language_code
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ PREPARED_FEATURES = datasets.Features(
         "duration": datasets.Value("float32"),
         "text": datasets.Value("string"),
         "label": datasets.Value("string"),
+        "language": datasets.Value("string"),  # the row's language code, from language_column_name ("" none)
         "source_file": datasets.Value("string"),
         "error": datasets.Value("string"),
     }
@@ -54,16 +55,18 @@ PREPARED_FEATURES = datasets.Features(
 
 
 # Bump when decode_batch's checks or output change: caches decoded by an older version are not reused.
-DECODE_VERSION = 2
+DECODE_VERSION = 3
 
 
 @dataclass(frozen=True)
 class SpeechColumns:
-    """Which source columns hold the audio, the transcript and the class label (None: not used)."""
+    """Which source columns hold the audio, the transcript, the class label and the row's language
+    (None: not used)."""
 
     audio: str
     text: str | None
     label: str | None
+    language: str | None = None
 
 
 def resolve_columns(
@@ -77,8 +80,9 @@ def resolve_columns(
     label = None
     if needs_label:
         label = args.label_column_name or find_column(columns, ("label", "intent", "labels", "class"), what="label")
-    require_columns(dataset, [c for c in (audio, text, label) if c], source=args.dataset_name)
-    return SpeechColumns(audio=audio, text=text, label=label)
+    language = args.language_column_name
+    require_columns(dataset, [c for c in (audio, text, label, language) if c], source=args.dataset_name)
+    return SpeechColumns(audio=audio, text=text, label=label, language=language)
 
 
 def load_speech_split(
@@ -122,6 +126,8 @@ def load_speech_split(
         "min_seconds": args.min_duration_in_seconds,
         "max_seconds": args.max_duration_in_seconds,
         "normalization": args.text_normalization,
+        "default_language": language_code(args.language) or "",
+        "allow_empty": args.allow_empty_transcripts,
     }
     if isinstance(raw, datasets.IterableDataset):
         decoded = raw.map(decode_batch, batched=True, fn_kwargs=kwargs, remove_columns=column_names(raw))
@@ -152,6 +158,9 @@ def load_speech_split(
         duplicates=_count_repeats(paths) if paths is not None else 0,
     )
     logger.info(report.summary())
+    if args.allow_empty_transcripts and columns.text:
+        silent = sum(not text and not error for text, error in zip(decoded["text"], errors))
+        logger.info("%s [%s]: %d no-speech clips (empty transcripts) kept", name, split, silent)
     if report.duplicates:
         repeated = [path for path, count in Counter(paths).items() if count > 1]
         logger.warning("%s [%s]: %d rows name an audio file an earlier row names too (%s%s); they are kept",
@@ -177,6 +186,8 @@ def decode_batch(
     min_seconds: float,
     max_seconds: float,
     normalization: str,
+    default_language: str = "",
+    allow_empty: bool = False,
     cache_key: str = "",
 ) -> dict[str, list]:
     """Decode a batch; a bad row gets an ``error`` text and empty audio instead of stopping the pass.
@@ -198,18 +209,42 @@ def decode_batch(
         if not error and not is_text_cell(text_cell):
             error = f"transcript is not a string (column {columns.text!r} holds a {type(text_cell).__name__})"
         elif not error and columns.text and not has_visible_text(text):
-            error = f"empty transcript in column {columns.text!r}"
+            if allow_empty:
+                text = ""  # a no-speech example: the model learns to answer it with nothing
+            else:
+                error = f"empty transcript in column {columns.text!r} (allow_empty_transcripts: true keeps such " \
+                        "clips as no-speech examples)"
         if not error and not is_text_cell(label_cell):
             error = f"label is not one value (column {columns.label!r} holds a {type(label_cell).__name__})"
         elif not error and columns.label and not has_visible_text(label):
             error = f"empty label in column {columns.label!r}"
+        language, language_error = _row_language(batch, i, columns.language, default_language)
+        error = error or language_error
         out["audio"].append(samples if not error else np.zeros(0, dtype=np.float32))
         out["duration"].append(len(samples) / sampling_rate if not error else 0.0)
         out["text"].append(text)
         out["label"].append(label)
+        out["language"].append(language)
         out["source_file"].append(_describe_source(value))
         out["error"].append(error)
     return out
+
+
+def _row_language(batch: dict[str, list], index: int, column: str | None, default: str) -> tuple[str, str]:
+    """(language code, error) of one row: its ``column`` cell as a Whisper language code, ``default``
+    where the cell is empty; no column: ("", "")."""
+    if column is None:
+        return "", ""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    cell = batch[column][index]
+    given = as_text(cell).strip() if is_text_cell(cell) else ""
+    code = language_code(given) or default
+    if not code:
+        return "", f"no language: column {column!r} is empty and the config sets no language"
+    if code not in LANGUAGES:
+        return "", f"unknown language {given!r} in column {column!r} (a code such as 'fr' or a name such as 'french')"
+    return code, ""
 
 
 def _decode_checked(value: object, sampling_rate: int, min_seconds: float,

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from finetune.data.text import Normalizer
+from finetune.data.text import Normalizer, scoring_normalizer
 from finetune.evaluation.metrics import asr_metrics, utterance_wer
 
 # the headline figures, in the order reports and cards show them
@@ -18,13 +18,37 @@ ASR_METRICS = ("wer", "cer", "wer_raw", "cer_raw")
 
 
 def score_transcripts(predictions: Sequence[str], references: Sequence[str], sources: Sequence[str | None],
-                      normalizer: Normalizer, *, elapsed: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                      normalizer: Normalizer, *, elapsed: float, languages: Sequence[str] | None = None,
+                      ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Corpus metrics (with their counts: ``num_samples`` utterances, ``num_reference_words``, and speed)
-    and the per-utterance rows for one split. Raises ValueError when no reference has a word to score."""
-    rows = utterance_rows(sources, references, predictions, normalizer)
-    metrics = {"num_samples": len(rows), **asr_metrics(predictions, references, normalizer),
+    and the per-utterance rows for one split. Raises ValueError when no reference has a word to score.
+
+    ``languages`` (one code a row): each row is normalized with its own language's normalizer, and each
+    language gets its own ``wer_<code>``/``cer_<code>``/``num_samples_<code>`` beside the corpus figures."""
+    if languages is None:
+        rows = utterance_rows(sources, references, predictions, normalizer)
+        scores = asr_metrics(predictions, references, normalizer)
+    else:
+        normalizers = [scoring_normalizer(language) for language in languages]
+        rows = [{**utterance_rows([src], [ref], [hyp], norm)[0], "language": language}
+                for src, ref, hyp, norm, language in zip(sources, references, predictions, normalizers, languages)]
+        scores = {**asr_metrics(predictions, references, normalizers), **per_language(predictions, references,
+                                                                                       languages)}
+    metrics = {"num_samples": len(rows), **scores,
                "runtime_s": round(elapsed, 3), "seconds_per_sample": round(elapsed / max(len(rows), 1), 4)}
     return metrics, rows
+
+
+def per_language(predictions: Sequence[str], references: Sequence[str], languages: Sequence[str]) -> dict[str, Any]:
+    """``wer_<code>``, ``cer_<code>``, ``num_samples_<code>`` of each language's rows, scored with its normalizer."""
+    found: dict[str, Any] = {}
+    for language in sorted(set(languages)):
+        rows = [i for i, row_language in enumerate(languages) if row_language == language]
+        scores = asr_metrics([predictions[i] for i in rows], [references[i] for i in rows],
+                             scoring_normalizer(language))
+        found.update({f"wer_{language}": scores["wer"], f"cer_{language}": scores["cer"],
+                      f"num_samples_{language}": len(rows)})
+    return found
 
 
 def transcript_metrics(decode: Callable[..., tuple[list[str], list[str]]], tokenizer: Any,

@@ -49,17 +49,21 @@ def _reference_length(output: jiwer.WordOutput | jiwer.CharacterOutput) -> int:
 
 
 def asr_metrics(
-    predictions: Sequence[str], references: Sequence[str], normalizer: Normalizer | None = None
+    predictions: Sequence[str], references: Sequence[str],
+    normalizer: Normalizer | Sequence[Normalizer] | None = None,
 ) -> dict[str, float]:
     """``wer``/``cer`` after normalization (the headline figures), ``wer_raw``/``cer_raw`` as written, and
-    ``num_reference_words``: the normalized reference words ``wer`` is a rate of.
+    ``num_reference_words``: the normalized reference words ``wer`` is a rate of. ``normalizer`` may be one
+    a row (rows in several languages).
 
     Raises ValueError when there is no reference word to score, as written or after normalization (a
     normalizer drops fillers such as "um" and bracketed tags such as "[noise]").
     """
-    normalize = normalizer or scoring_normalizer("en")
+    normalizers = (list(normalizer) if isinstance(normalizer, Sequence)
+                   else [normalizer or scoring_normalizer("en")] * len(predictions))
     raw = error_rates(predictions, references)
-    normalized = _error_rates([normalize(p) for p in predictions], [normalize(r) for r in references],
+    normalized = _error_rates([n(p) for n, p in zip(normalizers, predictions)],
+                              [n(r) for n, r in zip(normalizers, references)],
                               empty_after=" after scoring normalization (which removes fillers such as 'um' and "
                                           "tags such as '[noise]')")
     return {

@@ -148,13 +148,14 @@ def render_model_card(model_dir: Path, *, repo_id: str | None = None, license: s
     sources = [s for s in dict.fromkeys([dataset_source, eval_source]) if s]
     data_sources = [found for s in sources if (found := find_data_source(s))]
     hub_datasets = [s for s in sources if _looks_like_hub_id(s)]
-    language = language or run_config.get("language") or _language_from_generation(generation) or base_language
+    languages = _card_languages(language or (generation or {}).get("finetune_languages") or run_config.get("language")
+                                or _language_from_generation(generation) or base_language)
 
     eval_results = (_eval_results(results, facts, eval_source, run_config)
                     if _has_metrics(results, facts) else None)
     card_data = ModelCardData(
         license=license or base_license or "other",
-        language=language_code(language),
+        language=(languages[0] if len(languages) == 1 else languages) if languages else None,
         tags=_tags(pipeline_tag, config, task_name),
         datasets=hub_datasets or None,
         base_model=base_id,
@@ -168,12 +169,12 @@ def render_model_card(model_dir: Path, *, repo_id: str | None = None, license: s
         card_data.license_name = "unspecified"  # the Hub asks for a name with 'other'
     context = {
         "model_name": name,
-        "summary": _summary(facts, config, base_source, base_id, dataset_source, language, roots),
+        "summary": _summary(facts, config, base_source, base_id, dataset_source, languages, roots),
         **_results_context(results, facts, eval_source, model_dir),
         "usage_python": task.usage_python(name, config),
         "usage_cli": task.usage_cli(name),
         "decoding_text": _decoding_text(generation),
-        "intended_use": _intended_use(facts, dataset_source, language, roots),
+        "intended_use": _intended_use(facts, dataset_source, languages, roots),
         "limitations": _limitations(facts, config, data_sources, results, history),
         "training_data": _training_data_text(dataset_source, run_config, data_sources, roots),
         "data_rows": _data_rows(data_report, roots),
@@ -437,6 +438,12 @@ def _sentence(text: str) -> str:
     return f"Source: {text}" if text.endswith(".") else f"Source: {text}."
 
 
+def _card_languages(language: str | list[str] | None) -> list[str]:
+    """One language or the list a multilingual run trained on, as codes."""
+    given = [language] if isinstance(language, str) else list(language or [])
+    return [code for code in dict.fromkeys(language_code(item) for item in given) if code]
+
+
 def _language_from_generation(generation: dict[str, Any]) -> str | None:
     if generation and generation.get("is_multilingual") is False:
         return "en"
@@ -529,19 +536,19 @@ def _results_context(results: dict[str, Any], facts: CardFacts, dataset: str, mo
 
 
 def _summary(facts: CardFacts, config: dict[str, Any], base_source: str, base_id: str | None, dataset: str,
-             language: str | None, roots: tuple[str, ...] = ()) -> str:
+             languages: list[str], roots: tuple[str, ...] = ()) -> str:
     what = facts.what
     architecture = ", ".join(config.get("architectures") or [config.get("model_type", "model")])
     origin = base_id or shown_path(base_source, roots)
     start = f"fine-tuned from `{origin}`" if origin else "trained from scratch"
     data = f" on `{shown_path(dataset, roots)}`" if dataset else ""
-    lang = f" Language: {language_code(language)}." if language else ""
+    lang = f" Language{'s' if len(languages) > 1 else ''}: {', '.join(languages)}." if languages else ""
     tool = "[finetune](https://pypi.org/project/finetune/)"
     return f"This is {what}, a `{architecture}` {start}{data} with {tool}.{lang}"
 
 
-def _intended_use(facts: CardFacts, dataset: str, language: str | None, roots: tuple[str, ...] = ()) -> str:
-    lang = f"{language_code(language)} " if language else ""
+def _intended_use(facts: CardFacts, dataset: str, languages: list[str], roots: tuple[str, ...] = ()) -> str:
+    lang = f"{'/'.join(languages)} " if languages else ""
     dataset = shown_path(dataset, roots)
     domain = f"recordings like those of `{dataset}`" if dataset and facts.pipeline_tag != "text-classification" \
         else (dataset or "data like its training data")

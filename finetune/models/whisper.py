@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from transformers import PretrainedConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
@@ -137,6 +137,55 @@ def checked_language(generation, language: str | None) -> str | None:
         raise ValueError(f"language={language!r}: this Whisper checkpoint has no language token for it; "
                          f"its languages are {shown}")
     return code
+
+
+def row_labels(tokenizer: Any, texts: list[str], languages: list[str]) -> list[list[int]]:
+    """Label ids of ``texts``, each after the prefix of its row's language (``languages``, "" = the
+    tokenizer's own prefix): a model trained on several languages learns each with its own token.
+    Whisper was pretrained on text that starts with a space after the prefix tokens; an empty text (a
+    no-speech clip) is the prefix and the end token alone."""
+    spaced = [" " + text.lstrip() if text.strip() else "" for text in texts]  # "": a no-speech clip
+    if not any(languages):
+        return tokenizer(spaced).input_ids
+    labels: list[list[int]] = [[] for _ in texts]
+    previous = tokenizer.language
+    try:
+        for language in dict.fromkeys(languages):
+            rows = [i for i, row_language in enumerate(languages) if row_language == language]
+            _set_prefix_language(tokenizer, language or previous)
+            for row, ids in zip(rows, tokenizer([spaced[i] for i in rows]).input_ids):
+                labels[row] = ids
+    finally:
+        _set_prefix_language(tokenizer, previous)
+    return labels
+
+
+def _set_prefix_language(tokenizer: Any, language: str | None) -> None:
+    """The prefix's language, None included (``set_prefix_tokens`` keeps the old one when given None)."""
+    tokenizer.language = language
+    tokenizer.set_prefix_tokens()
+
+
+def check_row_languages(generation, languages: set[str], column: str) -> None:
+    """The languages of a split's ``column`` against the checkpoint: each must have a language token
+    (a multilingual Whisper), or a ValueError names the column and the language."""
+    if not getattr(generation, "is_multilingual", False):
+        raise ValueError(f"language_column_name={column!r}: per-row languages need a multilingual Whisper "
+                         "checkpoint; this one is English-only")
+    for language in sorted(languages):
+        try:
+            checked_language(generation, language)
+        except ValueError as error:
+            raise ValueError(f"column {column!r}: {error}") from None
+
+
+def predicted_languages(prediction_ids: Any, generation) -> list[str]:
+    """The language token each generated row starts with ("" where there is none)."""
+    by_id = {token_id: token.strip("<|>") for token, token_id in (getattr(generation, "lang_to_id", None) or {}).items()}
+    found = []
+    for row in prediction_ids:
+        found.append(next((by_id[int(token)] for token in row[:4] if int(token) in by_id), ""))
+    return found
 
 
 def configure_generation(

@@ -367,3 +367,36 @@ def _token_ids(tokenizer, texts: Iterable[str], *, encode: bool = False) -> dict
             raise ValueError(f"{text!r} is not a single token of this tokenizer: {ids}")
         result[text] = ids[0]
     return result
+
+
+def save_random_multilingual_whisper(target: Path, *, d_model: int = 32, layers: int = 1, heads: int = 2,
+                                     ffn_dim: int = 64, seed: int = 0, tiktoken_path: Path | None = None) -> Path:
+    """A randomly initialised Whisper of the given size with OpenAI's multilingual vocabulary, its generation
+    config and a 80-mel feature extractor, saved to ``target``: a multilingual checkpoint to train from
+    scratch (or to test with) where openai/whisper-* cannot be downloaded."""
+    import torch
+    from transformers import (
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+    )
+
+    tokenizer = build_multilingual_tokenizer(tiktoken_path=tiktoken_path)
+    generation = multilingual_generation_config(tokenizer)
+    config = WhisperConfig(
+        vocab_size=len(tokenizer), num_mel_bins=80, d_model=d_model, encoder_layers=layers, decoder_layers=layers,
+        encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=ffn_dim,
+        decoder_ffn_dim=ffn_dim, max_source_positions=1500, max_target_positions=448,
+        decoder_start_token_id=generation.decoder_start_token_id, pad_token_id=generation.pad_token_id,
+        bos_token_id=generation.bos_token_id, eos_token_id=generation.eos_token_id,
+        begin_suppress_tokens=generation.begin_suppress_tokens,
+    )
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(config)
+    generation.alignment_heads = [[layers - 1, 0]]
+    model.generation_config = generation
+    processor = WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer)
+    model.save_pretrained(target)
+    processor.save_pretrained(target)
+    return target

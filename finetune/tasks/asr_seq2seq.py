@@ -44,7 +44,9 @@ class WhisperFineTuning(WhisperTask):
         options = run.options
         run.model, run.processor = load_whisper(options.model)
         run.model.config.update(options[SpecAugmentArguments].overrides())  # read at each training forward
-        configure_generation(run.model, run.processor, language=options.data.language,
+        # per-row languages (language_column_name): each label carries its own, the model detects it
+        per_row = bool(options.data.language_column_name)
+        configure_generation(run.model, run.processor, language=None if per_row else options.data.language,
                              task=options[WhisperArguments].whisper_task)
         run.language = run.language or model_language(run.model)
         run.state["max_label_length"] = options[WhisperArguments].max_label_length

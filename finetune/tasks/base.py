@@ -130,7 +130,11 @@ class TaskRun:
 
     @property
     def normalizer(self) -> Normalizer:
-        """The normalizer of the normalized WER: the language's (English unless known otherwise)."""
+        """The normalizer of the normalized WER: the language's (English unless known otherwise); with rows
+        in several languages, the basic one (each row's own where rows are scored one by one)."""
+        languages = self.state.get("row_languages")
+        if languages:
+            return scoring_normalizer(next(iter(languages)) if len(languages) == 1 else "mul")
         return scoring_normalizer(self.language)
 
 

@@ -25,7 +25,14 @@ from finetune.evaluation.asr import (
 )
 from finetune.models import dynamic_context
 from finetune.models.decoding_defaults import DecodingArguments, save_decoding_defaults
-from finetune.models.whisper import context_seconds, load_whisper, model_language
+from finetune.models.whisper import (
+    check_row_languages,
+    context_seconds,
+    load_whisper,
+    model_language,
+    predicted_languages,
+    row_labels,
+)
 from finetune.tasks.base import ASR_TRAINER_DEFAULTS, Scores, Task, TaskRun
 from finetune.tasks.cards import ASR_CARD, asr_usage_cli, whisper_usage_python
 from finetune.training.trainers import DURATION_COLUMN, predict_in_order, strip_prefix
@@ -60,14 +67,18 @@ class WhisperTask(Task):
         max_label_length = run.state.get("max_label_length") or model.config.max_target_positions
         tokenizer = processor.tokenizer
 
-        def tokenize(texts: list[str]) -> dict[str, list]:
-            # Whisper was pretrained on text that starts with a space after the prefix tokens
-            return {"labels": tokenizer([" " + t.lstrip() for t in texts]).input_ids}
+        def tokenize(texts: list[str], languages: list[str]) -> dict[str, list]:
+            return {"labels": row_labels(tokenizer, texts, languages)}
 
+        columns = ["text", "language"]
         if report is None:  # streaming: tokenize and drop over-long labels lazily
-            dataset = dataset.map(tokenize, batched=True, input_columns=["text"])
+            dataset = dataset.map(tokenize, batched=True, input_columns=columns)
             return dataset.filter(lambda labels: len(labels) <= max_label_length, input_columns=["labels"]), None
-        dataset = dataset.map(tokenize, batched=True, input_columns=["text"], desc="tokenizing transcripts")
+        if data.language_column_name:
+            languages = set(dataset["language"])
+            check_row_languages(model.generation_config, languages, data.language_column_name)
+            run.state.setdefault("row_languages", set()).update(languages)
+        dataset = dataset.map(tokenize, batched=True, input_columns=columns, desc="tokenizing transcripts")
         lengths = [len(labels) for labels in dataset["labels"]]
         too_long = [i for i, n in enumerate(lengths) if n > max_label_length]
         if too_long:
@@ -106,14 +117,22 @@ class WhisperTask(Task):
             generation.num_beams = args.generation_num_beams
         if DecodingArguments in run.options.groups:
             save_decoding_defaults(generation, run.options[DecodingArguments])
+        if run.state.get("row_languages"):  # the card lists them; the model detects which one it hears
+            generation.finetune_languages = sorted(run.state["row_languages"])
         return {}
 
     def score(self, run: TaskRun, trainer: Any, dataset: Any, prefix: str) -> Scores:
         """Generate over ``dataset`` once: corpus metrics plus one row per utterance."""
         output, elapsed = predict_in_order(trainer, dataset, prefix)
         predictions, references = decode_ids(output.predictions, output.label_ids, run.processor.tokenizer)
+        languages = dataset["language"] if run.options.data.language_column_name else None
         metrics, rows = score_transcripts(predictions, references, dataset["source_file"], run.normalizer,
-                                          elapsed=elapsed)
+                                          elapsed=elapsed, languages=languages)
+        if languages is not None:  # the model chose each row's language: how often it chose the row's own
+            found = predicted_languages(output.predictions, run.model.generation_config)
+            metrics["language_accuracy"] = sum(a == b for a, b in zip(found, languages)) / max(len(found), 1)
+            for row, language in zip(rows, found):
+                row["predicted_language"] = language
         loss = strip_prefix(output.metrics, prefix).get("loss")
         return Scores({**metrics, **({"loss": loss} if loss is not None else {})}, rows)
 

@@ -48,6 +48,19 @@ def test_missing_list_and_invisible_transcripts_are_bad_rows(tmp_path: Path) -> 
     assert report.reasons() == {"empty transcript in column 'text'": 5, "transcript is not a string": 1}
 
 
+def test_empty_transcripts_are_no_speech_clips_when_allowed(tmp_path: Path) -> None:
+    """``allow_empty_transcripts``: an empty or invisible transcript is kept as "" (a no-speech example);
+    a cell that is not text at all (a list) is still a bad row."""
+    root = tmp_path / "set"
+    _jsonl(root / "train.jsonl", ['{"audio": "a.wav", "text": "kept"}', '{"audio": "a.wav", "text": ""}',
+                                  '{"audio": "a.wav", "text": " \\ufeff\\t"}',
+                                  '{"audio": "a.wav", "text": ["two", "words"]}'])
+    sf.write(root / "a.wav", tone(0.3), 16000)
+    dataset, report = _speech(root, allow_empty_transcripts=True)
+    assert list(dataset["text"]) == ["kept", "", ""]
+    assert report.reasons() == {"transcript is not a string": 1}
+
+
 def test_json_numbers_as_labels_keep_one_spelling(tmp_path: Path) -> None:
     """pyarrow reads a JSON column of 1 and 2.5 as floats; the label 1 must not become '1.0'."""
     numbers, mixed = tmp_path / "numbers", tmp_path / "mixed"
