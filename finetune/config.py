@@ -75,6 +75,12 @@ class DataArguments:
                           "model detects the language when it evaluates, and each row is scored with its "
                           "language's normalizer. An empty cell takes `language`."},
     )
+    prompt_column_name: str | None = field(
+        default=None,
+        metadata={"help": "Whisper: column of text to prompt each training row with (its previous text, names, "
+                          "context), used on a share of rows (prompt_probability) so prompted decoding "
+                          "(--initial-prompt, prompt_ids) still works after fine-tuning."},
+    )
     allow_empty_transcripts: bool = field(
         default=False,
         metadata={"help": "Keep clips whose transcript is empty as no-speech examples (silence, noise, music) the "

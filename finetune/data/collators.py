@@ -22,13 +22,16 @@ class SpeechSeq2SeqCollator:
 
     Labels are padded with -100 so the loss ignores padding. The tokenizer writes the decoder start
     token at the front of every label sequence; the model's shift-right adds it back, so it is
-    dropped here, once, rather than trained on twice.
+    dropped here, once, rather than trained on twice. A batch holding a prompted row (labels that
+    start with ``<|startofprev|>``, see :func:`finetune.models.whisper.row_labels`) gets its decoder
+    inputs written out instead: the prompt is read, as at inference, but never a target.
     """
 
     processor: Any
     decoder_start_token_id: int
     # dynamic encoder context: pad to the batch's longest clip rounded up to this step, not to the window
     dynamic_step_seconds: float | None = None
+    prompt_start_token_id: int | None = None  # <|startofprev|>
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         audio = [np.asarray(row["audio"], dtype=np.float32) for row in rows]
@@ -38,8 +41,31 @@ class SpeechSeq2SeqCollator:
         batch = extractor(audio, sampling_rate=extractor.sampling_rate, return_tensors="pt",
                           return_attention_mask=True, **dynamic_padding(extractor, audio, self.dynamic_step_seconds))
         if "labels" in rows[0]:
-            batch["labels"] = pad_labels([row["labels"] for row in rows], self.decoder_start_token_id)
+            sequences = [np.asarray(row["labels"]).tolist() for row in rows]
+            if self.prompt_start_token_id is not None and any(s[:1] == [self.prompt_start_token_id]
+                                                              for s in sequences):
+                batch["decoder_input_ids"], batch["labels"] = prompted_decoder_batch(
+                    sequences, self.decoder_start_token_id, self.processor.tokenizer.pad_token_id)
+            else:
+                batch["labels"] = pad_labels(sequences, self.decoder_start_token_id)
         return batch
+
+
+def prompted_decoder_batch(sequences: list[list[int]], decoder_start_token_id: int,
+                           pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(decoder inputs, labels) of full label sequences, some with a prompt in front of the decoder start
+    token: inputs are each sequence but its last token, labels the sequence shifted by one with every
+    target up to the decoder start token (the prompt and the start itself) set to -100."""
+    longest = max(len(s) for s in sequences) - 1
+    inputs = torch.full((len(sequences), longest), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(sequences), longest), IGNORE_INDEX, dtype=torch.long)
+    for i, sequence in enumerate(sequences):
+        start = sequence.index(decoder_start_token_id)
+        inputs[i, : len(sequence) - 1] = torch.tensor(sequence[:-1], dtype=torch.long)
+        targets = torch.tensor(sequence[1:], dtype=torch.long)
+        targets[:start] = IGNORE_INDEX
+        labels[i, : len(sequence) - 1] = targets
+    return inputs, labels
 
 
 def dynamic_padding(extractor: Any, audio: list[np.ndarray], step_seconds: float | None) -> dict[str, Any]:

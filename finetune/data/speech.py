@@ -48,6 +48,7 @@ PREPARED_FEATURES = datasets.Features(
         "text": datasets.Value("string"),
         "label": datasets.Value("string"),
         "language": datasets.Value("string"),  # the row's language code, from language_column_name ("" none)
+        "prompt": datasets.Value("string"),  # the row's prompt text, from prompt_column_name ("" none)
         "source_file": datasets.Value("string"),
         "error": datasets.Value("string"),
     }
@@ -55,7 +56,7 @@ PREPARED_FEATURES = datasets.Features(
 
 
 # Bump when decode_batch's checks or output change: caches decoded by an older version are not reused.
-DECODE_VERSION = 3
+DECODE_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class SpeechColumns:
     text: str | None
     label: str | None
     language: str | None = None
+    prompt: str | None = None
 
 
 def resolve_columns(
@@ -80,9 +82,9 @@ def resolve_columns(
     label = None
     if needs_label:
         label = args.label_column_name or find_column(columns, ("label", "intent", "labels", "class"), what="label")
-    language = args.language_column_name
-    require_columns(dataset, [c for c in (audio, text, label, language) if c], source=args.dataset_name)
-    return SpeechColumns(audio=audio, text=text, label=label, language=language)
+    language, prompt = args.language_column_name, args.prompt_column_name
+    require_columns(dataset, [c for c in (audio, text, label, language, prompt) if c], source=args.dataset_name)
+    return SpeechColumns(audio=audio, text=text, label=label, language=language, prompt=prompt)
 
 
 def load_speech_split(
@@ -225,6 +227,8 @@ def decode_batch(
         out["text"].append(text)
         out["label"].append(label)
         out["language"].append(language)
+        prompt_cell = batch[columns.prompt][i] if columns.prompt else ""
+        out["prompt"].append(" ".join(as_text(prompt_cell).split()) if is_text_cell(prompt_cell) else "")
         out["source_file"].append(_describe_source(value))
         out["error"].append(error)
     return out

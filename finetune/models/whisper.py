@@ -34,9 +34,25 @@ class WhisperArguments:
     max_label_length: int | None = field(
         default=None, metadata={"help": "Longest transcript in tokens (default: the decoder's positions, 448)."}
     )
+    timestamp_probability: float = field(
+        default=0.0,
+        metadata={"help": "Share of training transcripts written with timestamp tokens (<|0.00|> text <|end|>, the "
+                          "clip's own bounds), so the fine-tuned model still gives segment timestamps; "
+                          "distil-whisper uses 0.2. 0: none."},
+    )
+    prompt_probability: float = field(
+        default=0.2,
+        metadata={"help": "With prompt_column_name: share of training rows whose prompt (previous text, context) "
+                          "is put in front of the labels as generate(prompt_ids=...) puts it, kept out of the loss; "
+                          "distil-whisper's condition_on_prev_probability."},
+    )
 
     def __post_init__(self) -> None:
         check_choices(self)
+        for name in ("timestamp_probability", "prompt_probability"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"{name} must be a number from 0 to 1, got {value!r}")
 
 
 # what a speech recognition checkpoint of Whisper names in config.json (a base model or a fine-tuned one)
@@ -139,11 +155,34 @@ def checked_language(generation, language: str | None) -> str | None:
     return code
 
 
-def row_labels(tokenizer: Any, texts: list[str], languages: list[str]) -> list[list[int]]:
+TIMESTAMP_SECONDS = 0.02  # the step of Whisper's timestamp tokens <|0.00|> .. <|30.00|>
+MAX_PROMPT_TOKENS = 223  # Whisper's decoder context halved, less the <|startofprev|> token (as at inference)
+
+
+def row_labels(tokenizer: Any, texts: list[str], languages: list[str], *,
+               end_seconds: list[float | None] | None = None,
+               prompts: list[str | None] | None = None) -> list[list[int]]:
     """Label ids of ``texts``, each after the prefix of its row's language (``languages``, "" = the
     tokenizer's own prefix): a model trained on several languages learns each with its own token.
     Whisper was pretrained on text that starts with a space after the prefix tokens; an empty text (a
-    no-speech clip) is the prefix and the end token alone."""
+    no-speech clip) is the prefix and the end token alone.
+
+    ``end_seconds``: a row with a time is written with timestamps, ``<|0.00|> text <|end|>`` without
+    ``<|notimestamps|>``, so a fine-tuned model keeps predicting segment times. ``prompts``: a row with a
+    prompt starts with ``tokenizer.get_prompt_ids(prompt)`` (``<|startofprev|>`` and the text, as
+    ``generate(prompt_ids=...)`` puts it in front at inference); the collator keeps it out of the loss."""
+    labels = _prefixed_labels(tokenizer, texts, languages)
+    for row, end in enumerate(end_seconds or []):
+        if end is not None and texts[row].strip():
+            labels[row] = _timed(tokenizer, labels[row], end)
+    for row, prompt in enumerate(prompts or []):
+        if prompt and prompt.strip():
+            prompt_ids = [int(i) for i in tokenizer.get_prompt_ids(" ".join(prompt.split()))]
+            labels[row] = prompt_ids[:1] + prompt_ids[1:][-MAX_PROMPT_TOKENS:] + labels[row]
+    return labels
+
+
+def _prefixed_labels(tokenizer: Any, texts: list[str], languages: list[str]) -> list[list[int]]:
     spaced = [" " + text.lstrip() if text.strip() else "" for text in texts]  # "": a no-speech clip
     if not any(languages):
         return tokenizer(spaced).input_ids
@@ -158,6 +197,15 @@ def row_labels(tokenizer: Any, texts: list[str], languages: list[str]) -> list[l
     finally:
         _set_prefix_language(tokenizer, previous)
     return labels
+
+
+def _timed(tokenizer: Any, ids: list[int], end: float) -> list[int]:
+    """``prefix <|notimestamps|> text <eot>`` -> ``prefix <|0.00|> text <|end|> <eot>``."""
+    no_timestamps = tokenizer.convert_tokens_to_ids("<|notimestamps|>")
+    first = no_timestamps + 1  # <|0.00|>: the timestamp tokens follow <|notimestamps|> in every vocabulary
+    cut = ids.index(no_timestamps)
+    steps = min(int(round(end / TIMESTAMP_SECONDS)), 1500)
+    return [*ids[:cut], first, *ids[cut + 1:-1], first + steps, ids[-1]]
 
 
 def _set_prefix_language(tokenizer: Any, language: str | None) -> None:

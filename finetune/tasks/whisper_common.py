@@ -8,6 +8,7 @@ is built and which loss trains it; tasks never import each other.
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any, ClassVar
 
 import numpy as np
@@ -26,6 +27,7 @@ from finetune.evaluation.asr import (
 from finetune.models import dynamic_context
 from finetune.models.decoding_defaults import DecodingArguments, save_decoding_defaults
 from finetune.models.whisper import (
+    WhisperArguments,
     check_row_languages,
     context_seconds,
     load_whisper,
@@ -67,10 +69,20 @@ class WhisperTask(Task):
         max_label_length = run.state.get("max_label_length") or model.config.max_target_positions
         tokenizer = processor.tokenizer
 
-        def tokenize(texts: list[str], languages: list[str]) -> dict[str, list]:
-            return {"labels": row_labels(tokenizer, texts, languages)}
+        shares = run.options.groups.get(WhisperArguments) if training else None
+        seed = run.options.training.seed
 
-        columns = ["text", "language"]
+        def tokenize(texts: list[str], languages: list[str], durations: list[float], prompts: list[str],
+                     sources: list[str]) -> dict[str, list]:
+            timed = prompted = None
+            if shares is not None:  # training rows only: timestamps and prompts on a seeded share of them
+                timed = [float(d) if drawn(seed, "timestamps", s, shares.timestamp_probability) else None
+                         for d, s in zip(durations, sources)]
+                prompted = [p if drawn(seed, "prompt", s, shares.prompt_probability) else None
+                            for p, s in zip(prompts, sources)]
+            return {"labels": row_labels(tokenizer, texts, languages, end_seconds=timed, prompts=prompted)}
+
+        columns = ["text", "language", "duration", "prompt", "source_file"]
         if report is None:  # streaming: tokenize and drop over-long labels lazily
             dataset = dataset.map(tokenize, batched=True, input_columns=columns)
             return dataset.filter(lambda labels: len(labels) <= max_label_length, input_columns=["labels"]), None
@@ -99,7 +111,8 @@ class WhisperTask(Task):
         compute_metrics = transcript_metrics(decode_ids, run.processor.tokenizer, run.normalizer)
 
         collator = SpeechSeq2SeqCollator(run.processor, run.model.config.decoder_start_token_id,
-                                         dynamic_step_seconds=dynamic_context.enabled_step_seconds(run.model))
+                                         dynamic_step_seconds=dynamic_context.enabled_step_seconds(run.model),
+                                         prompt_start_token_id=prompt_start_token(run.processor.tokenizer))
         return {"data_collator": collator, "processing_class": run.processor, "compute_metrics": compute_metrics}
 
     def finish_training(self, run: TaskRun, trainer: Any) -> dict[str, Any]:
@@ -164,6 +177,20 @@ class WhisperTask(Task):
 
     def usage_cli(self, repo_id: str) -> str:
         return asr_usage_cli(repo_id)
+
+
+def drawn(seed: int, what: str, source: str, probability: float) -> bool:
+    """Whether a training row gets ``what`` (timestamps, a prompt): a draw fixed by the seed and the row's
+    source, so a resumed or repeated run writes the same labels."""
+    if probability <= 0:
+        return False
+    return random.Random(f"{seed}:{what}:{source}").random() < probability
+
+
+def prompt_start_token(tokenizer: Any) -> int | None:
+    """``<|startofprev|>``'s id, where the vocabulary has it."""
+    token_id = tokenizer.convert_tokens_to_ids("<|startofprev|>")
+    return None if token_id is None or token_id == tokenizer.unk_token_id else int(token_id)
 
 
 def _durations(dataset: Any) -> list[float]:
