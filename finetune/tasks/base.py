@@ -10,7 +10,9 @@ predictions. Everything around those hooks happens once, here, for every task:
     evaluate: load saved model -> read + encode split -> score -> the same output files
 
 The Trainer itself comes from :func:`finetune.training.trainers.build_trainer`, so crash-safe checkpoint
-marking and duration-bounded batching apply to every task without a task asking for them.
+marking and duration-bounded batching apply to every task without a task asking for them; so does the
+speed and noise augmentation of the training clips (:mod:`finetune.data.augmentation`), whose keys every
+Trainer task that reads audio takes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ import datasets
 from transformers import Trainer, TrainingArguments, set_seed
 
 from finetune.config import ConfigError, DataArguments, ModelArguments, RunArguments
+from finetune.data.augmentation import (
+    AugmentationArguments,
+    AugmentingCollator,
+    build_augmenter,
+    mark_for_augmentation,
+)
 from finetune.data.report import DataReport, write_reports
 from finetune.data.sources import same_source
 from finetune.data.text import Normalizer, scoring_normalizer
@@ -160,7 +168,9 @@ class Task:
 
     def argument_classes(self) -> tuple[type, ...]:
         model = (ModelArguments,) if self.uses_model_arguments else ()
-        return (RunArguments, *model, DataArguments, *self.option_classes, self.training_arguments_class)
+        augmentation = (AugmentationArguments,) if self.reads_audio and self.uses_trainer else ()
+        return (RunArguments, *model, DataArguments, *self.option_classes, *augmentation,
+                self.training_arguments_class)
 
     def check(self, options: TaskOptions) -> None:
         """Contradictions in the config, raised as ConfigError before anything loads."""
@@ -245,12 +255,39 @@ def zero_shot_results_path(output_dir: str) -> Path:
     return Path(output_dir) / ZERO_SHOT_RESULTS
 
 
+AUGMENTER = "augmenter"  # run.state key of the run's Augmenter (finetune.data.augmentation)
+
+
 def make_trainer(task: Task, run: TaskRun, model: Any, train_set: Any, eval_set: Any,
                  args: TrainingArguments | None = None) -> Any:
-    """The task's Trainer through the one builder (checkpoint marking, duration batching)."""
+    """The task's Trainer through the one builder (checkpoint marking, duration batching); a training
+    Trainer's collator perturbs the marked training rows when the run augments them."""
+    kwargs = task.trainer_kwargs(run)
+    augmenter = run.state.get(AUGMENTER)
+    if augmenter is not None and train_set is not None:
+        kwargs["data_collator"] = AugmentingCollator(kwargs["data_collator"], augmenter)
     return build_trainer(task.trainer_class, max_batch_seconds=run.options.data.max_batch_seconds,
                          model=model, args=args or run.options.training, train_dataset=train_set,
-                         eval_dataset=eval_set, **task.trainer_kwargs(run))
+                         eval_dataset=eval_set, **kwargs)
+
+
+def _augmented(run: TaskRun, train_set: Any) -> Any:
+    """The training split marked for on-the-fly speed/noise augmentation when the config asks for it (the
+    evaluation split never is). Slowed clips stay within max_duration_in_seconds, which the tasks have
+    bounded by their model's input by now."""
+    options = run.options.groups.get(AugmentationArguments)
+    if options is None or not options.enabled:
+        return train_set
+    augmenter = build_augmenter(options, sampling_rate=_sampling_rate(run),
+                                max_seconds=run.options.data.max_duration_in_seconds)
+    run.state[AUGMENTER] = augmenter
+    return mark_for_augmentation(train_set)
+
+
+def _sampling_rate(run: TaskRun) -> int:
+    """The model's input rate, from its processor (or the feature extractor an audio classifier uses as one)."""
+    extractor = getattr(run.processor, "feature_extractor", run.processor)
+    return int(extractor.sampling_rate)
 
 
 def run_training(task: Task, options: TaskOptions) -> dict[str, Any]:
@@ -281,6 +318,7 @@ def run_training(task: Task, options: TaskOptions) -> dict[str, Any]:
     if args.should_save:
         write_reports([r for r in (train_report, eval_report) if r], args.output_dir)
     _warn_on_shared_clips(train_set, eval_set)
+    train_set = _augmented(run, train_set)
 
     results: dict[str, Any] = {}
     if options.run.evaluate_before_training and eval_set is not None:
