@@ -95,9 +95,11 @@ def run_setting(model: str, clips: list[tuple[Path, str]], options: dict, batch_
     normalize = scoring_normalizer("en")
     transcriber = Transcriber(model, TranscribeOptions(batch_size=batch_size, progress=False, **options))
     started = time.perf_counter()
-    texts = {result.source: (result.transcript.text if result.transcript else "")
-             for result in transcriber([path for path, _ in clips])}
+    results = list(transcriber([path for path, _ in clips]))
     seconds = time.perf_counter() - started
+    texts = {result.source: (result.transcript.text if result.transcript else "") for result in results}
+    figures = {Path(result.source).name: result.transcript.scores.to_dict()
+               for result in results if result.transcript and result.transcript.scores}
     predictions = [texts.get(path, "") for path, _ in clips]
     references = [text for _, text in clips]
     pairs = [(normalize(out), normalize(ref)) for out, ref in zip(predictions, references)]
@@ -109,7 +111,8 @@ def run_setting(model: str, clips: list[tuple[Path, str]], options: dict, batch_
             "clips_with_foreign_words": foreign,
             "seconds": round(seconds, 2), "seconds_per_clip": round(seconds / len(clips), 4),
             "hallucinated_examples": flagged[:10],
-            "outputs": {path.name: out for (path, _), out in zip(clips, predictions)}}
+            "outputs": {path.name: out for (path, _), out in zip(clips, predictions)},
+            **({"scores": figures} if figures else {})}
 
 
 def rescore(report_path: Path, data: Path, text_column: str) -> None:
@@ -126,6 +129,33 @@ def rescore(report_path: Path, data: Path, text_column: str) -> None:
     report_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
 
 
+def tune(report_path: Path, data: Path, text_column: str, setting: str) -> list[dict]:
+    """Each (no_speech_threshold, log_prob_threshold) pair applied to a saved run's per-clip scores (a run with
+    ``scores=true`` at temperature 0, on held-out clips): a clip's text is dropped when its no-speech
+    probability is above the first and its average log-probability below the second, the rule
+    openai-whisper and faster-whisper apply. Rows sorted fewest hallucinated clips first, then lowest WER."""
+    normalize = scoring_normalizer("en")
+    result = json.loads(report_path.read_text(encoding="utf-8"))["results"][setting]
+    if "scores" not in result:
+        raise ValueError(f"{report_path}: setting {setting!r} was run without scores=true; nothing to tune on")
+    references = {path.name: text for path, text in read_clips(data, text_column)}
+    names = list(result["outputs"])
+    rows = []
+    for no_speech, log_prob in itertools.product((0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6),
+                                                 (-1.0, -0.8, -0.6, -0.5, -0.4, -0.3, -0.2, -0.1, 0.0)):
+        kept = []
+        for name in names:
+            figures = result["scores"].get(name)
+            skip = figures is not None and figures["no_speech_prob"] > no_speech and figures["avg_logprob"] < log_prob
+            kept.append("" if skip else result["outputs"][name])
+        refs = [references[name] for name in names]
+        flagged = sum(hallucinated(normalize(out), normalize(ref)) for out, ref in zip(kept, refs))
+        rows.append({"no_speech_threshold": no_speech, "log_prob_threshold": log_prob,
+                     "wer": round(asr_metrics(kept, refs)["wer"], 4), "hallucinated_clips": flagged,
+                     "emptied": sum(not out.strip() for out in kept)})
+    return sorted(rows, key=lambda row: (row["hallucinated_clips"], row["wer"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
@@ -138,7 +168,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--rescore", action="store_true", help="re-apply the rule to --out's saved outputs only")
+    parser.add_argument("--tune", metavar="SETTING",
+                        help="try skip thresholds on --out's saved SETTING (run with scores=true); print the table")
     args = parser.parse_args()
+    if args.tune:
+        for row in tune(args.out, args.data, args.text_column, args.tune):
+            print(json.dumps(row))
+        return
     if args.rescore:
         rescore(args.out, args.data, args.text_column)
         return
@@ -155,7 +191,7 @@ def main() -> None:
         name, options = parse_setting(spec)
         results[name] = run_setting(args.model, clips, options, args.batch_size)
         print(name, json.dumps({k: v for k, v in results[name].items()
-                                if k not in ("hallucinated_examples", "outputs")}))
+                                if k not in ("hallucinated_examples", "outputs", "scores")}))
         report = {"machine": machine, "model": args.model, "data": str(args.data), "rule": hallucinated.__doc__,
                   "results": results}
         args.out.parent.mkdir(parents=True, exist_ok=True)  # after each setting: a long run keeps what it did

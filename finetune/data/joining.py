@@ -80,7 +80,7 @@ def add_joined_clips(dataset: datasets.Dataset, args: ClipJoiningArguments, *, s
         audio = np.concatenate(parts)
         for name in rows:
             rows[name].append({"audio": audio, "duration": len(audio) / sampling_rate,
-                               "text": " ".join(t.strip() for t in picked["text"]),
+                               "text": " ".join(t.strip() for t in picked["text"] if t.strip()),
                                "language": picked["language"][0] if by_language else "",
                                "source_file": "+".join(picked["source_file"])}.get(name, ""))
     logger.info("join_clips: %d joined recordings of 2-%d training clips added to the %d clips%s", len(rows["audio"]),

@@ -227,13 +227,25 @@ def check_row_languages(generation, languages: set[str], column: str) -> None:
             raise ValueError(f"column {column!r}: {error}") from None
 
 
-def predicted_languages(prediction_ids: Any, generation) -> list[str]:
-    """The language token each generated row starts with ("" where there is none)."""
-    by_id = {token_id: token.strip("<|>") for token, token_id in (getattr(generation, "lang_to_id", None) or {}).items()}
-    found = []
-    for row in prediction_ids:
-        found.append(next((by_id[int(token)] for token in row[:4] if int(token) in by_id), ""))
+def detected_languages(model: Any, batches: Any) -> list[str]:
+    """The language ``model`` detects in each clip of ``batches`` (collated model inputs), as codes:
+    what ``generate`` decodes under when no language is set (its output leaves the language token out)."""
+    by_id = {int(token_id): token.strip("<|>") for token, token_id in model.generation_config.lang_to_id.items()}
+    found: list[str] = []
+    with torch.no_grad():
+        for batch in batches:
+            features = batch["input_features"].to(model.device, model.dtype)
+            found += [by_id.get(int(t), "") for t in model.detect_language(input_features=features).flatten()]
     return found
+
+
+def allow_empty_output(generation) -> None:
+    """Let decoding end at once: Whisper checkpoints suppress end-of-text as the first token
+    (``begin_suppress_tokens``), so a model trained on no-speech clips could never say nothing."""
+    eos = {int(t) for t in ([generation.eos_token_id] if isinstance(generation.eos_token_id, int)
+                            else generation.eos_token_id or [])}
+    kept = [t for t in (generation.begin_suppress_tokens or []) if int(t) not in eos]
+    generation.begin_suppress_tokens = kept or None
 
 
 def configure_generation(

@@ -28,11 +28,12 @@ from finetune.models import dynamic_context
 from finetune.models.decoding_defaults import DecodingArguments, save_decoding_defaults
 from finetune.models.whisper import (
     WhisperArguments,
+    allow_empty_output,
     check_row_languages,
     context_seconds,
+    detected_languages,
     load_whisper,
     model_language,
-    predicted_languages,
     row_labels,
 )
 from finetune.tasks.base import ASR_TRAINER_DEFAULTS, Scores, Task, TaskRun
@@ -69,6 +70,8 @@ class WhisperTask(Task):
         max_label_length = run.state.get("max_label_length") or model.config.max_target_positions
         tokenizer = processor.tokenizer
 
+        if training and data.allow_empty_transcripts:  # no-speech clips: answering nothing must be possible
+            allow_empty_output(model.generation_config)
         shares = run.options.groups.get(WhisperArguments) if training else None
         seed = run.options.training.seed
 
@@ -142,7 +145,10 @@ class WhisperTask(Task):
         metrics, rows = score_transcripts(predictions, references, dataset["source_file"], run.normalizer,
                                           elapsed=elapsed, languages=languages)
         if languages is not None:  # the model chose each row's language: how often it chose the row's own
-            found = predicted_languages(output.predictions, run.model.generation_config)
+            size = trainer.args.per_device_eval_batch_size
+            batches = (trainer.data_collator([dataset[i] for i in range(start, min(start + size, len(dataset)))])
+                       for start in range(0, len(dataset), size))  # in dataset order, as the rows are
+            found = detected_languages(run.model, batches)
             metrics["language_accuracy"] = sum(a == b for a, b in zip(found, languages)) / max(len(found), 1)
             for row, language in zip(rows, found):
                 row["predicted_language"] = language
