@@ -8,8 +8,8 @@ trained on French and German digits that espeak-ng speaks, then checked the ways
         --out scripts/results/bench_multilingual.json
 
 1. builds the random model where the config's ``model_name_or_path`` points (unless it exists);
-2. ``finetune.train``: labels carry each row's language token; evaluation lets the model detect the language
-   and scores each row with its language's normalizer (eval_results.json: wer_fr, wer_de, language_accuracy);
+2. ``finetune.train``: labels carry each row's language token; then ``finetune.evaluate`` lets the model detect
+   the language and scores each row with its language's normalizer (wer_fr, wer_de, language_accuracy);
 3. on the test split: ``Transcriber`` with the language detected and with ``language=`` forced per row, and
    ``transformers.pipeline()`` as the card shows it; how often each agrees with ``evaluate``'s predictions, and
    how often detection picks the row's language.
@@ -63,7 +63,7 @@ def agreement(first: dict[str, str], second: dict[str, str]) -> float:
     from finetune.data.text import scoring_normalizer
 
     normalize = scoring_normalizer("mul")
-    return sum(normalize(first[k]) == normalize(second[k]) for k in first) / max(len(first), 1)
+    return sum(normalize(first[k]).strip() == normalize(second[k]).strip() for k in first) / max(len(first), 1)
 
 
 def main() -> None:
@@ -89,12 +89,15 @@ def main() -> None:
     if not args.skip_train:
         finetune.train(args.config, **overrides)
     train_seconds = time.perf_counter() - started
-    results = json.loads((run_dir / "eval_results.json").read_text(encoding="utf-8"))
+    trained = json.loads((run_dir / "eval_results.json").read_text(encoding="utf-8"))
+    scored = run_dir / f"eval-{split}"  # what `finetune evaluate` gives on the saved model
+    results = finetune.evaluate(run_dir, str(data), split=split, output_dir=scored, batch_size=16,
+                                language_column_name=config["language_column_name"])
 
     rows = test_rows(data, split)[:config.get("max_eval_samples")]
     paths = [row["path"] for row in rows]
     predictions = {row["source_file"]: row["prediction"]
-                   for row in map(json.loads, (run_dir / "predictions.jsonl").read_text().splitlines())}
+                   for row in map(json.loads, (scored / "predictions.jsonl").read_text().splitlines())}
     evaluated = {path: predictions[Path(path).name] for path in paths}
     detected = transcribe(run_dir, paths)
     forced: dict[str, tuple[str, str | None]] = {}
@@ -108,7 +111,9 @@ def main() -> None:
         "config": str(args.config), "overrides": overrides,
         "model": {"d_model": args.d_model, "layers": args.layers},
         "train_seconds": round(train_seconds, 1),
-        "eval": {k: v for k, v in results.items() if isinstance(v, (int, float)) and not k.startswith("train")},
+        "train_runtime_s": trained.get("train_runtime_s"),
+        "eval_at_end_of_training": {k: v for k, v in trained.items() if k.startswith(("wer", "cer"))},
+        "evaluate": {k: v for k, v in results.items() if isinstance(v, (int, float))},
         "test_clips": len(rows),
         "transcribe_detected_language_accuracy": sum(detected[p][1] == truth[p] for p in paths) / len(paths),
         "agreement_with_evaluate": {
